@@ -1,0 +1,93 @@
+"""Command line shared by the experiment scripts (``experiments/<name>.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
+from i2m2_ray.data import DataError, dataset_module
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SUMMARY_COLUMNS = {"fastmri": ["auroc_mean", "balanced_accuracy_mean", "auroc_abnormal", "auroc_acl", "auroc_cartilage", "auroc_mtear"]}
+
+
+def build_parser(experiment: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"experiments/{experiment}.py", description=f"I2M2 pipeline on {experiment}")
+    p.add_argument("--data-dir", help="folder of real data; omitted: a generated sample is written and used")
+    p.add_argument("--annotations", help="labels folder (fastMRI+: the Annotations folder)")
+    p.add_argument("--config", help=f"YAML config (default: configs/{experiment}.yaml with --data-dir, else configs/{experiment}_demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--output-dir", help=f"results folder (default: outputs/{experiment})")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers per model")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="train on GPUs")
+    p.add_argument("--seed", type=int, help="seed for split, initialisation and shuffling")
+    p.add_argument("--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny data and model, 1-2 epochs")
+    return p
+
+
+def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfig:
+    path = args.config or CONFIG_DIR / (f"{experiment}.yaml" if args.data_dir else f"{experiment}_demo.yaml")
+    overrides = list(dataset_module(experiment).SMOKE_OVERRIDES) if args.smoke_test else []
+    overrides += list(args.overrides)
+    if args.num_workers is not None:
+        overrides.append(f"run.num_workers={args.num_workers}")
+    if args.seed is not None:
+        overrides.append(f"run.seed={args.seed}")
+    if args.use_gpu:
+        overrides.append("run.use_gpu=true")
+    return load_config(path, overrides)
+
+
+def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int) -> None:
+    """Connect to a cluster, or start a local Ray with enough logical CPUs for the
+    concurrent trainers plus the data pipeline (torch threads are capped per worker)."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    needed = int(concurrent_models * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
+    from i2m2_ray.pipeline import Pipeline, comparison_table
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser(experiment).parse_args(argv)
+    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
+    try:
+        cfg = resolve_config(experiment, args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import ray
+
+    init_ray(args.address, cfg, concurrent_models=3)  # stage 1: two unimodal experts + inter
+    try:
+        try:
+            prepared = dataset_module(experiment).load(cfg, args.data_dir, args.annotations, out)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
+        result = Pipeline(cfg, prepared, out, storage_path=args.storage_path).run()
+    finally:
+        ray.shutdown()
+    cols = SUMMARY_COLUMNS.get(experiment, ["accuracy", "balanced_accuracy"])
+    print("\nTest metrics per paradigm:")
+    print(comparison_table(result.summary, cols))
+    print(f"\nsummary: {out / 'summary.json'}")
+    print(f"MLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+    print(json.dumps({"parent_run_id": result.parent_run_id}))
+    return 0

@@ -1,0 +1,250 @@
+"""Typed experiment configuration, loaded from YAML with ``section.key=value`` overrides.
+
+Unknown keys and out-of-range values are rejected with the offending key named, before any
+Ray or torch work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PARADIGMS = ("unimodal", "inter", "intra", "i2m2")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data lie and how they are preprocessed. Paths ``None``: generated sample."""
+
+    data_dir: str | None = None
+    annotations: str | None = None
+    crop_size: int = 320
+    pad_width: int = 400
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    max_volumes: int | None = None
+    # Options of the sample generator used when data_dir is None.
+    sample: dict[str, Any] = field(default_factory=dict)
+    # Free-form, dataset-specific options (e.g. the MIMIC task).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and fusion numbers; the dataset's encoder builder reads what it needs."""
+
+    encoder: str = "preact_resnet"
+    width: int = 64
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    groups: int = 32
+    hidden: list[int] = field(default_factory=lambda: [64])
+    head_hidden: int = 0
+    dropout: float = 0.0
+    inter_fusion: str = "early"  # early | concat | lrtf
+    fusion_dim: int = 64
+    fusion_rank: int = 40
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the components (stage 1)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    grad_clip: float = 0.0
+    patience: int = 5
+    monitor: str = "auroc_mean"
+    monitor_mode: str = "max"
+    class_weighted: bool = True
+    shuffle_buffer: int = 256
+
+
+@dataclass
+class ProductConfig:
+    """How the intra and I2M2 products are trained (stage 2)."""
+
+    init: str = "components"  # components | scratch
+    freeze: list[str] = field(default_factory=list)
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunSettings:
+    """Ray placement and seeding."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = "fastmri"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    product: ProductConfig = field(default_factory=ProductConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> ExperimentConfig:
+        """Check ranges; raise :class:`ConfigError` naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.run.num_workers >= 1, f"run.num_workers must be >= 1, got {self.run.num_workers}"),
+            (self.run.cpus_per_worker > 0, f"run.cpus_per_worker must be > 0, got {self.run.cpus_per_worker}"),
+            (self.train.epochs >= 1, f"train.epochs must be >= 1, got {self.train.epochs}"),
+            (self.product.epochs >= 1, f"product.epochs must be >= 1, got {self.product.epochs}"),
+            (self.train.batch_size >= 1, f"train.batch_size must be >= 1, got {self.train.batch_size}"),
+            (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
+            (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
+            (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
+            (self.train.optimizer in ("adamw", "sgd"), f"train.optimizer must be 'adamw' or 'sgd', got {self.train.optimizer!r}"),
+            (self.train.monitor_mode in ("max", "min"), f"train.monitor_mode must be 'max' or 'min', got {self.train.monitor_mode!r}"),
+            (self.product.init in ("components", "scratch"), f"product.init must be 'components' or 'scratch', got {self.product.init!r}"),
+            (self.model.inter_fusion in ("early", "concat", "lrtf"), f"model.inter_fusion must be one of early, concat, lrtf; got {self.model.inter_fusion!r}"),
+            (self.model.fusion_rank >= 1, f"model.fusion_rank must be >= 1, got {self.model.fusion_rank}"),
+            (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),
+            (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
+            (len(self.data.split) == 3 and all(0 < s < 1 for s in self.data.split) and abs(sum(self.data.split) - 1) < 1e-6,
+             f"data.split must be three fractions in (0, 1) summing to 1, got {self.data.split}"),
+            (set(self.run.paradigms) <= set(PARADIGMS), f"run.paradigms must be among {list(PARADIGMS)}, got {self.run.paradigms}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints pass for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}': expected {tp}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return _from_dict(tp, value, key)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"config key '{key}': expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"'{prefix}'" if prefix else "the top level"
+        raise ConfigError(f"unknown config key(s) {unknown} in {where}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.epochs=3"`` -> ``{"train": {"epochs": 3}}`` (the value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Build a validated config: dataclass defaults <- ``base`` <- YAML file <- overrides."""
+    merged: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {p}: expected a mapping at the top level")
+        merged = _deep_merge(merged, loaded)
+    for text in overrides:
+        merged = _deep_merge(merged, parse_override(text))
+    try:
+        cfg = _from_dict(ExperimentConfig, merged)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+    return cfg.validate()
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Rebuild a config saved with :meth:`ExperimentConfig.to_dict` (e.g. in a checkpoint)."""
+    return _from_dict(ExperimentConfig, data).validate()

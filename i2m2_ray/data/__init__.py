@@ -1,0 +1,23 @@
+"""Dataset modules: real-format readers, Ray Data pipelines and sample generators.
+
+Each module exposes ``load(cfg, data_dir, annotations, work_dir) -> PreparedData`` and
+``SMOKE_OVERRIDES``; :data:`DATASETS` maps an experiment name to its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from i2m2_ray.data.base import DataError, PreparedData
+
+DATASETS = {"fastmri": "i2m2_ray.data.fastmri"}
+
+
+def dataset_module(name: str) -> ModuleType:
+    if name not in DATASETS:
+        raise ValueError(f"unknown experiment '{name}'; known: {sorted(DATASETS)}")
+    return importlib.import_module(DATASETS[name])
+
+
+__all__ = ["DATASETS", "DataError", "PreparedData", "dataset_module"]

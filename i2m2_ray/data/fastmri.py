@@ -1,0 +1,345 @@
+"""fastMRI single-coil knee volumes with fastMRI+ slice labels.
+
+Real layout (see ``docs`` and ../shared/reference/method.md):
+
+* ``<file>.h5``: ``kspace`` (slices, 640, W) complex64, ``reconstruction_rss`` /
+  ``reconstruction_esc`` (slices, 320, 320) float32, ``ismrmrd_header`` XML bytes, attrs
+  ``acquisition``, ``max``, ``norm``, ``patient_id``.
+* ``Annotations/knee.csv``: ``file, slice, study_level, x, y, width, height, label``.
+* ``Annotations/knee_file_list.csv``: the reviewed volumes, one per line, no header.
+
+Only a small index (file, slice, labels) is built on the driver; k-space is read and turned
+into magnitude and phase inside a Ray Data ``map_batches`` stage, slice batches streaming
+to the training workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.fft
+
+from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.data.base import (
+    DataError,
+    PreparedData,
+    label_column,
+    quiet_data_context,
+    seeded_split,
+)
+from i2m2_ray.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+LABELS = ("abnormal", "acl", "cartilage", "mtear")
+MODALITIES = ("magnitude", "phase")
+KNEE_CSV_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
+_FILE_RE = re.compile(r"^file\w+$")
+
+
+def finding_to_label(finding: str) -> str:
+    """Map a fastMRI+ finding string to one of the four slice targets.
+
+    "ACL" -> acl; "Meniscus Tear" -> mtear; "cartilage" in any case -> cartilage; any other
+    finding -> abnormal (other findings only; abnormal is not a superset).
+    """
+    text = finding.strip()
+    if not text:
+        raise ValueError("empty finding label")
+    if "ACL" in text:
+        return "acl"
+    if "Meniscus Tear" in text:
+        return "mtear"
+    if "cartilage" in text.lower():
+        return "cartilage"
+    return "abnormal"
+
+
+@dataclass
+class Annotations:
+    """fastMRI+ labels: reviewed volumes and, per (volume, slice), the positive targets."""
+
+    reviewed: list[str]
+    positives: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    study_level_rows: int = 0
+    skipped_list_lines: int = 0
+
+
+def read_annotations(annotations_dir: str | Path) -> Annotations:
+    """Read ``knee.csv`` and ``knee_file_list.csv`` from a fastMRI+ ``Annotations`` folder."""
+    root = Path(annotations_dir)
+    list_path = root / "knee_file_list.csv"
+    csv_path = root / "knee.csv"
+    for p in (list_path, csv_path):
+        if not p.is_file():
+            raise DataError(f"{p}: file not found (expected the fastMRI+ Annotations folder)")
+    reviewed: list[str] = []
+    skipped = 0
+    for line in list_path.read_text().splitlines():
+        name = line.strip().strip(",").removesuffix(".h5")
+        if _FILE_RE.match(name):
+            reviewed.append(name)
+        else:
+            skipped += 1  # blank or stray line (the real list ends with one)
+    if not reviewed:
+        raise DataError(f"{list_path}: no volume names found (expected lines like 'file1000000')")
+    ann = Annotations(reviewed=sorted(set(reviewed)), skipped_list_lines=skipped)
+    reviewed_set = set(ann.reviewed)
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in KNEE_CSV_COLUMNS if c not in cols]
+        if missing:
+            raise DataError(f"{csv_path}: missing column(s) {missing}; expected {list(KNEE_CSV_COLUMNS)}")
+        for lineno, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            volume = row["file"].removesuffix(".h5")
+            if row["study_level"].lower() in ("yes", "true", "1"):
+                ann.study_level_rows += 1  # whole-study remarks (e.g. artifact): no slice target
+                continue
+            try:
+                target = finding_to_label(row["label"])
+            except ValueError:
+                raise DataError(f"{csv_path}, line {lineno}: field 'label' is empty") from None
+            try:
+                sl = int(float(row["slice"]))
+            except ValueError:
+                raise DataError(
+                    f"{csv_path}, line {lineno}: field 'slice' is {row['slice']!r}, expected an integer"
+                ) from None
+            if volume not in reviewed_set:
+                raise DataError(
+                    f"{csv_path}, line {lineno}: volume '{volume}' is labelled but not listed in {list_path.name}"
+                )
+            ann.positives.setdefault((volume, sl), set()).add(target)
+    return ann
+
+
+def find_volumes(data_dir: str | Path) -> dict[str, Path]:
+    """Map volume name (file stem) -> path for every ``*.h5`` under ``data_dir``."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found")
+    return {p.stem: p for p in sorted(root.rglob("*.h5"))}
+
+
+def inspect_volume(path: Path) -> tuple[int, int, int]:
+    """Check a volume's ``kspace`` without reading it; return (slices, height, width)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "kspace" not in f:
+                raise DataError(f"{path}: no 'kspace' dataset (keys: {sorted(f.keys())})")
+            ds = f["kspace"]
+            if ds.ndim != 3:
+                raise DataError(f"{path}: 'kspace' has shape {ds.shape}; expected (slices, height, width)")
+            if not np.issubdtype(ds.dtype, np.complexfloating):
+                raise DataError(f"{path}: 'kspace' has dtype {ds.dtype}; expected complex64")
+            return int(ds.shape[0]), int(ds.shape[1]), int(ds.shape[2])
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read as HDF5 ({exc})") from None
+
+
+def kspace_to_image(kspace: np.ndarray, pad_width: int, crop: int) -> np.ndarray:
+    """Zero-fill k-space to ``pad_width``, centred inverse 2-D FFT, centre crop.
+
+    Args:
+        kspace: ``(..., H, W)`` complex, ``W <= pad_width``.
+    Returns:
+        ``(..., crop, crop)`` complex64 image.
+    """
+    h, w = kspace.shape[-2:]
+    if w > pad_width:
+        raise ValueError(f"k-space width {w} exceeds pad width {pad_width}")
+    if crop > h or crop > pad_width:
+        raise ValueError(f"crop {crop} larger than the image ({h}, {pad_width})")
+    left = (pad_width - w) // 2
+    padded = np.zeros((*kspace.shape[:-1], pad_width), dtype=np.complex64)
+    padded[..., left : left + w] = kspace
+    axes = (-2, -1)
+    image = scipy.fft.fftshift(
+        scipy.fft.ifft2(scipy.fft.ifftshift(padded, axes=axes), axes=axes, norm="ortho"), axes=axes
+    )
+    top = (h - crop) // 2
+    lft = (pad_width - crop) // 2
+    return image[..., top : top + crop, lft : lft + crop].astype(np.complex64)
+
+
+def image_to_modalities(image: np.ndarray) -> dict[str, np.ndarray]:
+    """``(B, S, S)`` complex -> magnitude (per-slice standardised) and phase / pi, ``(B, 1, S, S)``."""
+    mag = np.abs(image).astype(np.float32)
+    mean = mag.mean(axis=(-2, -1), keepdims=True)
+    std = mag.std(axis=(-2, -1), keepdims=True) + 1e-8
+    phase = (np.angle(image) / np.pi).astype(np.float32)
+    return {"magnitude": ((mag - mean) / std)[:, None], "phase": phase[:, None]}
+
+
+class SlicePreprocessor:
+    """Ray Data batch UDF: index rows (path, slice, labels) -> modality arrays and labels.
+
+    Rows of one file in a batch are read with one HDF5 open; the FFT runs on the whole batch.
+    """
+
+    def __init__(self, pad_width: int, crop: int) -> None:
+        self.pad_width = pad_width
+        self.crop = crop
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import h5py
+
+        paths = batch["path"]
+        slices = batch["slice"].astype(np.int64)
+        n = len(paths)
+        kspace: np.ndarray | None = None
+        for path in dict.fromkeys(paths.tolist()):
+            idx = np.flatnonzero(paths == path)
+            try:
+                with h5py.File(path, "r") as f:
+                    ds = f["kspace"]
+                    order = np.argsort(slices[idx])
+                    data = ds[np.sort(slices[idx])]
+            except (OSError, KeyError) as exc:
+                raise DataError(f"{path}: cannot read 'kspace' ({exc})") from None
+            if kspace is None:
+                kspace = np.zeros((n, data.shape[1], self.pad_width), dtype=np.complex64)
+            if not np.all(np.isfinite(data)):
+                raise DataError(f"{path}: 'kspace' holds NaN or inf values")
+            w = data.shape[-1]
+            left = (self.pad_width - w) // 2
+            kspace[idx[order], :, left : left + w] = data
+        assert kspace is not None
+        out = image_to_modalities(kspace_to_image(kspace, self.pad_width, self.crop))
+        for head in LABELS:
+            out[label_column(head)] = batch[label_column(head)].astype(np.int64)
+        return out
+
+
+def build_index(cfg: ExperimentConfig, data_dir: Path, annotations_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per slice of every reviewed, present volume of acceptable width."""
+    ann = read_annotations(annotations_dir)
+    volumes = find_volumes(data_dir)
+    opts = cfg.data.options
+    absent = [v for v in ann.reviewed if v not in volumes]
+    if absent and not opts.get("skip_absent_volumes", False):
+        raise DataError(
+            f"{Path(annotations_dir) / 'knee_file_list.csv'}: {len(absent)} listed volume(s) not found "
+            f"under {data_dir}, e.g. {absent[:3]} (expected <name>.h5; set "
+            "data.options.skip_absent_volumes=true to skip them)"
+        )
+    rows: list[dict[str, Any]] = []
+    info: Counter[str] = Counter(absent_volumes=len(absent), study_level_rows=ann.study_level_rows)
+    names = [v for v in ann.reviewed if v in volumes]
+    if cfg.data.max_volumes is not None:
+        names = names[: cfg.data.max_volumes]
+    for name in names:
+        n_slices, height, width = inspect_volume(volumes[name])
+        if width > cfg.data.pad_width:
+            info["skipped_wide_volumes"] += 1
+            continue
+        if cfg.data.crop_size > min(height, cfg.data.pad_width):
+            raise DataError(
+                f"{volumes[name]}: 'kspace' is {height}x{width}; data.crop_size={cfg.data.crop_size} "
+                f"needs height and data.pad_width >= the crop"
+            )
+        info["volumes"] += 1
+        for s in range(n_slices):
+            found = ann.positives.get((name, s), set())
+            row: dict[str, Any] = {"path": str(volumes[name]), "volume": name, "slice": s}
+            row.update({label_column(h): int(h in found) for h in LABELS})
+            rows.append(row)
+        for (vol, s) in ann.positives:
+            if vol == name and s >= n_slices:
+                raise DataError(f"knee.csv labels slice {s} of {name}, which has {n_slices} slices")
+    if not rows:
+        raise DataError(f"{data_dir}: no usable volumes (reviewed and present with width <= {cfg.data.pad_width})")
+    return rows, dict(info)
+
+
+def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
+    """Pre-activation ResNet (GroupNorm) over the modalities stacked as channels."""
+    from i2m2_ray.models.encoders import PreActResNet  # torch: imported by trainers only
+
+    return PreActResNet(in_channels=len(modalities), width=cfg.width, blocks=cfg.blocks, groups=cfg.groups)
+
+
+def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:
+    """Index, split by volume and build the streaming Ray Datasets."""
+    import ray.data
+
+    rows, info = build_index(cfg, Path(data_dir), Path(annotations_dir))
+    volumes = sorted({r["volume"] for r in rows})
+    split = seeded_split(volumes, cfg.data.split, cfg.run.seed)
+    for name, vols in split.items():
+        if not vols:
+            raise DataError(
+                f"{data_dir}: the '{name}' split is empty ({len(volumes)} usable volumes split "
+                f"{cfg.data.split}); more volumes are needed"
+            )
+    where = {v: s for s, vols in split.items() for v in vols}
+    quiet_data_context()
+    prep = SlicePreprocessor(cfg.data.pad_width, cfg.data.crop_size)
+    datasets: dict[str, ray.data.Dataset] = {}
+    sizes: dict[str, int] = {}
+    for name in split:
+        part = [r for r in rows if where[r["volume"]] == name]
+        sizes[name] = len(part)
+        blocks = max(1, min(len(part) // 16, 64))
+        index = ray.data.from_items(part, override_num_blocks=blocks)
+        datasets[name] = index.map_batches(prep, batch_size=16, batch_format="numpy")
+    train = [r for r in rows if where[r["volume"]] == "train"]
+    counts = {h: [sum(1 for r in train if r[label_column(h)] == c) for c in (0, 1)] for h in LABELS}
+    info.update({f"{k}_volumes": len(v) for k, v in split.items()})
+    log.info("fastMRI index: %s", info)
+    return PreparedData(
+        spec=TaskSpec(MODALITIES, {h: 2 for h in LABELS}),
+        datasets=datasets,
+        encoders=build_encoder,
+        class_counts=counts,
+        sizes=sizes,
+        info=info,
+    )
+
+
+# Overrides applied by ``--smoke-test``: a tiny sample and model, a couple of epochs.
+SAMPLE_VERSION = 2  # bump when the generator changes, so stale samples are rewritten
+
+SMOKE_OVERRIDES = (
+    "data.crop_size=32", "data.pad_width=40",
+    "data.sample={volumes: 14, slices: 4, height: 64, width: 36, seed: 0}",
+    "model.width=4", "model.blocks=[1]", "model.groups=2",
+    "train.epochs=2", "train.batch_size=16", "product.epochs=1",
+)
+
+
+def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
+    """Prepare real data, or write (once) and prepare the generated sample."""
+    from i2m2_ray.data.fastmri_sample import write_sample
+
+    if data_dir is None:
+        s = dict(cfg.data.sample)
+        sample_dir = work_dir / "sample_data"
+        marker = sample_dir / "sample.json"
+        wanted = {**s, "pad_width": cfg.data.pad_width, "crop": cfg.data.crop_size, "generator": SAMPLE_VERSION}
+        import json
+
+        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+            write_sample(sample_dir, volumes=int(s.get("volumes", 40)), slices=int(s.get("slices", 8)),
+                         height=int(s.get("height", 640)), width=int(s.get("width", 368)),
+                         pad_width=cfg.data.pad_width, crop=cfg.data.crop_size, seed=int(s.get("seed", 0)))
+            marker.write_text(json.dumps(wanted))
+        data_dir, annotations = str(sample_dir / "knee"), str(sample_dir / "Annotations")
+    if annotations is None:
+        raise DataError("--annotations is required with --data-dir (the fastMRI+ Annotations folder)")
+    return prepare(cfg, data_dir, annotations)

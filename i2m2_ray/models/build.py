@@ -1,0 +1,93 @@
+"""Config -> model for each paradigm; loading fitted components into a product."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from i2m2_ray.config import ModelConfig
+from i2m2_ray.spec import INTER, TaskSpec, component_paradigm
+from i2m2_ray.models.experts import (
+    EarlyFusionExpert,
+    LateFusionExpert,
+    MultiHead,
+    ProductOfExperts,
+    UnimodalExpert,
+)
+from i2m2_ray.models.fusion import ConcatFusion, LowRankTensorFusion
+
+# (modalities it sees, model config) -> encoder with ``out_features``. One modality: a
+# unimodal encoder; several: an early-fusion encoder over the modalities stacked as channels.
+EncoderFactory = Callable[[Sequence[str], ModelConfig], nn.Module]
+
+
+def _heads(in_features: int, spec: TaskSpec, cfg: ModelConfig) -> MultiHead:
+    return MultiHead(in_features, spec.heads, hidden=cfg.head_hidden, dropout=cfg.dropout)
+
+
+def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderFactory) -> nn.Module:
+    """One expert: a modality's unimodal classifier, or ``"inter"`` (fusion of all)."""
+    if name != INTER:
+        if name not in spec.modalities:
+            raise ValueError(f"unknown modality '{name}'; modalities: {list(spec.modalities)}")
+        enc = encoders([name], cfg)
+        return UnimodalExpert(name, enc, _heads(int(enc.out_features), spec, cfg))
+    if cfg.inter_fusion == "early":
+        enc = encoders(list(spec.modalities), cfg)
+        return EarlyFusionExpert(spec.modalities, enc, _heads(int(enc.out_features), spec, cfg))
+    encs = nn.ModuleDict({m: encoders([m], cfg) for m in spec.modalities})
+    dims = {m: int(e.out_features) for m, e in encs.items()}
+    fusion: nn.Module
+    if cfg.inter_fusion == "concat":
+        fusion = ConcatFusion(dims)
+    elif cfg.inter_fusion == "lrtf":
+        fusion = LowRankTensorFusion(dims, cfg.fusion_dim, cfg.fusion_rank)
+    else:
+        raise ValueError(f"model.inter_fusion: unknown fusion '{cfg.inter_fusion}'")
+    return LateFusionExpert(encs, fusion, _heads(int(fusion.out_features), spec, cfg))
+
+
+def build_model(
+    paradigm: str,
+    spec: TaskSpec,
+    cfg: ModelConfig,
+    encoders: EncoderFactory,
+    weights: Mapping[str, float] | None = None,
+) -> nn.Module:
+    """The model of one paradigm: a single expert, or a product of experts.
+
+    ``unimodal_<m>`` and ``inter`` are single experts; ``intra`` and ``i2m2`` are a
+    :class:`ProductOfExperts` over the experts :meth:`TaskSpec.components` names.
+    """
+    names = spec.components(paradigm)
+    if paradigm.startswith("unimodal_") or paradigm == INTER:
+        return build_expert(names[0], spec, cfg, encoders)
+    return ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights)
+
+
+def load_components(
+    model: ProductOfExperts, state_dicts: Mapping[str, Mapping[str, Tensor]], source: str = ""
+) -> None:
+    """Load fitted components' weights into the product's experts of the same name.
+
+    Raises a ``ValueError`` naming the expert (and ``source``) when keys or shapes differ.
+    """
+    for name, sd in state_dicts.items():
+        if name not in model.experts:
+            raise ValueError(f"{source}: no expert '{name}' in this product; experts: {sorted(model.experts)}")
+        target = model.experts[name].state_dict()
+        missing = sorted(set(target) - set(sd))
+        extra = sorted(set(sd) - set(target))
+        if missing or extra:
+            raise ValueError(
+                f"{source}: checkpoint for expert '{name}' does not fit: missing keys {missing[:5]}, "
+                f"unexpected keys {extra[:5]} (was it saved by another paradigm or model config?)"
+            )
+        for key, value in sd.items():
+            if tuple(value.shape) != tuple(target[key].shape):
+                raise ValueError(
+                    f"{source}: checkpoint for expert '{name}': '{key}' has shape {tuple(value.shape)}, "
+                    f"the model expects {tuple(target[key].shape)} (different model config?)"
+                )
+        model.experts[name].load_state_dict(sd)

@@ -1,0 +1,169 @@
+"""Expert classifiers and the product of experts (pure torch: no Ray, no files).
+
+Every classifier maps a dict of modalities (``dict[str, Tensor]``) to a dict of label
+heads (``dict[str, Tensor]``), each head a ``(batch, classes)`` tensor of logits. A single
+expert returns raw logits; a :class:`ProductOfExperts` returns normalised
+log-probabilities, which are valid logits too (``log_softmax`` is idempotent), so one loss
+and one evaluation serve every paradigm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+Inputs = Mapping[str, Tensor]
+HeadOutputs = dict[str, Tensor]
+
+
+def product_of_experts(logits: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
+    """Combine experts' predictive distributions as a normalised product.
+
+    ``log p(y|x) = sum_k w_k log_softmax(z_k)(y) - logsumexp_y' sum_k w_k log_softmax(z_k)(y')``
+
+    Args:
+        logits: one ``(batch, classes)`` tensor per expert, all of the same shape.
+        weights: optional per-expert exponents ``w_k`` (1 for every expert by default).
+
+    Returns:
+        ``(batch, classes)`` normalised log-probabilities of the product.
+    """
+    if len(logits) == 0:
+        raise ValueError("product_of_experts needs at least one expert's logits")
+    shape = logits[0].shape
+    for k, z in enumerate(logits):
+        if z.shape != shape:
+            raise ValueError(
+                f"expert {k} has logits of shape {tuple(z.shape)}; expected {tuple(shape)} "
+                "(every expert must predict the same classes)"
+            )
+    if weights is not None and len(weights) != len(logits):
+        raise ValueError(f"got {len(weights)} weights for {len(logits)} experts")
+    joint = torch.zeros_like(logits[0])
+    for k, z in enumerate(logits):
+        w = 1.0 if weights is None else weights[k]
+        joint = joint + w * torch.log_softmax(z, dim=-1)
+    return torch.log_softmax(joint, dim=-1)
+
+
+def _require(inputs: Inputs, modality: str) -> Tensor:
+    if modality not in inputs:
+        raise KeyError(f"missing modality '{modality}': the batch has {sorted(inputs)}")
+    return inputs[modality]
+
+
+class MultiHead(nn.Module):
+    """One linear classifier per label head over a shared feature vector.
+
+    Args:
+        in_features: size of the feature vector.
+        heads: head name -> number of classes (e.g. ``{"acl": 2, "mtear": 2}``).
+        hidden: width of an optional hidden layer shared by the heads (0: none).
+        dropout: dropout before the classifiers.
+    """
+
+    def __init__(
+        self, in_features: int, heads: Mapping[str, int], hidden: int = 0, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        width = in_features
+        if hidden > 0:
+            layers += [nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = hidden
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleDict({name: nn.Linear(width, n) for name, n in sorted(heads.items())})
+
+    def forward(self, features: Tensor) -> HeadOutputs:
+        """``(batch, in_features)`` -> head name -> ``(batch, classes)`` logits."""
+        h = self.trunk(features)
+        return {name: head(h) for name, head in self.heads.items()}
+
+
+class UnimodalExpert(nn.Module):
+    """Intra-modality expert ``f_m(x_m)``: one encoder over one modality, then heads."""
+
+    def __init__(self, modality: str, encoder: nn.Module, heads: MultiHead) -> None:
+        super().__init__()
+        self.modality = modality
+        self.encoder = encoder
+        self.heads = heads
+
+    def forward(self, inputs: Inputs) -> HeadOutputs:
+        return self.heads(self.encoder(_require(inputs, self.modality)))
+
+
+class EarlyFusionExpert(nn.Module):
+    """Inter-modality expert that stacks modalities as channels before one encoder.
+
+    Inputs are ``(batch, C_m, ...)`` tensors with equal trailing shapes, stacked in the
+    order given (fastMRI's inter expert sees magnitude and phase as two channels).
+    """
+
+    def __init__(self, modalities: Sequence[str], encoder: nn.Module, heads: MultiHead) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.encoder = encoder
+        self.heads = heads
+
+    def forward(self, inputs: Inputs) -> HeadOutputs:
+        x = torch.cat([_require(inputs, m) for m in self.modalities], dim=1)
+        return self.heads(self.encoder(x))
+
+
+class LateFusionExpert(nn.Module):
+    """Inter-modality expert: one encoder per modality, a fusion module, then heads.
+
+    Args:
+        encoders: modality name -> encoder producing ``(batch, features)``.
+        fusion: maps the dict of features (sorted by modality name) to ``(batch, D)``.
+        heads: classifiers over the fused ``D`` features.
+    """
+
+    def __init__(self, encoders: nn.ModuleDict, fusion: nn.Module, heads: MultiHead) -> None:
+        super().__init__()
+        self.encoders = encoders
+        self.fusion = fusion
+        self.heads = heads
+
+    def forward(self, inputs: Inputs) -> HeadOutputs:
+        features = {m: enc(_require(inputs, m)) for m, enc in sorted(self.encoders.items())}
+        return self.heads(self.fusion(features))
+
+
+class ProductOfExperts(nn.Module):
+    """The intra (unimodal experts only) and I2M2 (unimodal + inter) models.
+
+    Each expert maps the modality dict to head logits; the product is taken per head with
+    :func:`product_of_experts`. Experts are kept in a ``ModuleDict`` keyed by name
+    (``"magnitude"``, ``"phase"``, ``"inter"``), so each can be loaded from, or frozen as,
+    the component fitted on its own.
+    """
+
+    def __init__(self, experts: Mapping[str, nn.Module], weights: Mapping[str, float] | None = None):
+        super().__init__()
+        if not experts:
+            raise ValueError("ProductOfExperts needs at least one expert")
+        self.experts = nn.ModuleDict(dict(experts))
+        unknown = set(weights or {}) - set(self.experts)
+        if unknown:
+            raise ValueError(f"weights name unknown experts {sorted(unknown)}; experts: {sorted(self.experts)}")
+        self.weights = {name: float((weights or {}).get(name, 1.0)) for name in self.experts}
+
+    def forward(self, inputs: Inputs) -> HeadOutputs:
+        outputs = {name: expert(inputs) for name, expert in self.experts.items()}
+        first = next(iter(outputs.values()))
+        w = [self.weights[name] for name in outputs]
+        return {
+            head: product_of_experts([out[head] for out in outputs.values()], w) for head in first
+        }
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop gradients into the named experts (they keep their fitted weights)."""
+        for name in names:
+            if name not in self.experts:
+                raise KeyError(f"cannot freeze unknown expert '{name}'; experts: {sorted(self.experts)}")
+            for p in self.experts[name].parameters():
+                p.requires_grad_(False)

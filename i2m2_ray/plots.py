@@ -1,0 +1,40 @@
+"""Figures logged as MLflow artifacts (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def roc_figure(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], title: str, path: str | Path) -> Path:
+    """ROC curves, one per label head (one-vs-rest micro average for multi-class heads)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for head in sorted(labels):
+        y, p = np.asarray(labels[head]), np.asarray(probs[head])
+        if p.shape[1] == 2:
+            yt, score = y, p[:, 1]
+        else:
+            yt = (y[:, None] == np.arange(p.shape[1])[None]).ravel().astype(int)
+            score = p.ravel()
+        if len(np.unique(yt)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(yt, score)
+        ax.plot(fpr, tpr, label=f"{head} (AUROC {roc_auc_score(yt, score):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out

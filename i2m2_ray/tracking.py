@@ -1,0 +1,118 @@
+"""MLflow tracking: one parent run per pipeline, one child run per model.
+
+Everything goes through ``MlflowClient`` with explicit run ids, so runs can be written from
+the driver, from concurrent fit tasks and from rank-0 training workers alike. Every run that
+is started is ended (FINISHED or FAILED), never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else an sqlite store in the output directory
+    (MLflow 3 refuses the plain ``./mlruns`` file store)."""
+    env = os.environ.get(TRACKING_ENV)
+    if env:
+        return env
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_experiment_id(uri: str, name: str, artifact_root: str | Path | None) -> str:
+    """Id of experiment ``name``, created if needed (artifacts under ``artifact_root`` for a
+    local sqlite store; a tracking server chooses its own)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    if uri.startswith("sqlite:") and artifact_root is not None:
+        location = Path(artifact_root).resolve().as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> ``{"a.b": "value"}`` with string values (MLflow params)."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def start_run(
+    uri: str,
+    experiment_id: str,
+    name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run (a child when ``parent_run_id`` is given) and log its params."""
+    from mlflow.entities import Param
+
+    client = _client(uri)
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    items = list(flatten(params or {}).items())
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    return str(run.info.run_id)
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log the finite numeric entries of ``metrics`` at ``step``."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), ts, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not math.isnan(float(v))
+    ]
+    for i in range(0, len(items), 500):
+        _client(uri).log_batch(run_id, metrics=items[i : i + 500])
+
+
+def epoch_logger(uri: str, run_id: str) -> Callable[[Mapping[str, float], int], None]:
+    """A callable that logs one epoch's metrics to ``run_id``."""
+
+    def log(metrics: Mapping[str, float], step: int) -> None:
+        log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    return log
+
+
+def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    _client(uri).log_artifact(run_id, str(path), artifact_path)
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run FINISHED / FAILED / KILLED."""
+    _client(uri).set_terminated(run_id, status=status)

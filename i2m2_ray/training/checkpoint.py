@@ -1,0 +1,74 @@
+"""Checkpoints as plain dicts: weights plus the config that built them.
+
+Saved with ``torch.save`` and read back with ``weights_only=True``: nothing in a checkpoint
+runs code when loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from i2m2_ray.models.build import TaskSpec
+
+MODEL_FILE = "model.pt"
+REQUIRED = ("state_dict", "paradigm", "config", "spec")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit the model asked for."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP / FSDP wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(
+    path: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    paradigm: str,
+    config: Mapping[str, Any],
+    spec: TaskSpec,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``{"state_dict", "paradigm", "config", "spec", **extra}`` to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "paradigm": paradigm,
+        "config": dict(config),
+        "spec": {"modalities": list(spec.modalities), "heads": dict(spec.heads)},
+        **dict(extra or {}),
+    }
+    torch.save(payload, p)
+    return p
+
+
+def load_checkpoint(path: str | Path, paradigm: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint safely; check its keys and, if given, the paradigm it holds."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise CheckpointError(f"{p}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{p}: expected a dict with keys {list(REQUIRED)}, found {have}")
+    if paradigm is not None and ckpt["paradigm"] != paradigm:
+        raise CheckpointError(f"{p}: holds a '{ckpt['paradigm']}' model, expected '{paradigm}'")
+    return ckpt
+
+
+def spec_of(ckpt: Mapping[str, Any]) -> TaskSpec:
+    s = ckpt["spec"]
+    return TaskSpec(tuple(s["modalities"]), dict(s["heads"]))

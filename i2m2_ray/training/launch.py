@@ -1,0 +1,91 @@
+"""Launch one model's training as a Ray Train ``TorchTrainer`` (DDP over the workers)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from i2m2_ray.training.loop import LoopConfig, train_loop
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+@dataclass
+class FitRequest:
+    """One model to fit: its loop config, data, placement and where results go."""
+
+    loop: LoopConfig
+    datasets: dict[str, ray.data.Dataset]
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    storage_path: str
+    checkpoint_path: str
+
+
+@dataclass
+class FitResult:
+    name: str
+    paradigm: str
+    test: dict[str, float]
+    val: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    wall_seconds: float
+    checkpoint: str
+    test_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    test_probs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def fit(req: FitRequest) -> FitResult:
+    """Run the training loop on ``req.num_workers`` Ray Train workers; save the best weights
+    (with the config that built them) to ``req.checkpoint_path``."""
+    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from i2m2_ray.training.checkpoint import save_checkpoint
+
+    resources: dict[str, Any] = {"CPU": req.cpus_per_worker}
+    if req.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"loop": req.loop},
+        scaling_config=ScalingConfig(num_workers=req.num_workers, use_gpu=req.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=req.loop.name,
+            storage_path=req.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+        datasets=req.datasets,
+        # one worker reads the whole split: no streaming-split coordinator needed
+        dataset_config=DataConfig(datasets_to_split=["train"] if req.num_workers > 1 else []),
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    out = result.return_value
+    if not isinstance(out, dict):
+        raise RuntimeError(f"{req.loop.name}: training returned no result (error: {result.error})")
+
+    save_checkpoint(
+        req.checkpoint_path, {k: torch.from_numpy(v) for k, v in out["state_dict"].items()}, req.loop.paradigm, req.loop.experiment, req.loop.spec,
+        {"epoch": out["best_epoch"], "metrics": out["val"]},
+    )
+    return FitResult(
+        name=req.loop.name,
+        paradigm=req.loop.paradigm,
+        test=out["test"],
+        val=out["val"],
+        best_epoch=out["best_epoch"],
+        epochs_run=out["epochs_run"],
+        wall_seconds=wall,
+        checkpoint=req.checkpoint_path,
+        test_labels=out["test_labels"],
+        test_probs=out["test_probs"],
+    )

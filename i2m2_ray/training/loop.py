@@ -1,0 +1,238 @@
+"""The one per-worker training loop, for every paradigm (run by Ray Train on each worker).
+
+A paradigm only changes the model that :func:`i2m2_ray.models.build_model` builds; the
+loss (class-weighted cross-entropy summed over label heads), validation, early stopping,
+checkpointing and the final test evaluation are the same for all.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from i2m2_ray.config import config_from_dict
+from i2m2_ray.data.base import label_column
+from i2m2_ray.models.build import EncoderFactory, TaskSpec, build_model, load_components
+from i2m2_ray.models.experts import ProductOfExperts
+from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint, unwrap
+from i2m2_ray.training.metrics import compute_metrics, is_better
+
+
+@dataclass
+class LoopConfig:
+    """Everything a worker needs to train one model (picklable, sent to every worker)."""
+
+    name: str
+    paradigm: str
+    spec: TaskSpec
+    encoders: EncoderFactory
+    experiment: dict[str, Any]
+    stage: str  # "components" (stage 1) or "products" (stage 2)
+    class_weights: dict[str, list[float]]
+    init_checkpoints: dict[str, str] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None
+    run_id: str | None = None
+    product_weights: dict[str, float] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (call with a per-rank offset where ranks should differ)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_model(lc: LoopConfig) -> nn.Module:
+    """Build the paradigm's model; load and freeze components as configured."""
+    cfg = config_from_dict(lc.experiment)
+    model = build_model(lc.paradigm, lc.spec, cfg.model, lc.encoders, lc.product_weights or None)
+    if isinstance(model, ProductOfExperts):
+        for expert, path in lc.init_checkpoints.items():
+            ckpt = load_checkpoint(path)
+            load_components(model, {expert: ckpt["state_dict"]}, source=str(path))
+        model.freeze(lc.freeze)
+    return model
+
+
+def _to_inputs(batch: Mapping[str, Tensor], spec: TaskSpec) -> dict[str, Tensor]:
+    return {m: batch[m] for m in spec.modalities}
+
+
+def loss_fn(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> Tensor:
+    """Class-weighted cross-entropy, averaged over label heads.
+
+    ``outputs`` may be logits (single experts) or normalised log-probabilities (products):
+    ``cross_entropy`` applies ``log_softmax``, which leaves the latter unchanged.
+    """
+    losses = [F.cross_entropy(out, batch[label_column(h)].long(), weight=weights.get(h)) for h, out in outputs.items()]
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], spec: TaskSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Labels and class probabilities per head over an iterable of batches."""
+    model.eval()
+    labels: dict[str, list[np.ndarray]] = {h: [] for h in spec.heads}
+    probs: dict[str, list[np.ndarray]] = {h: [] for h in spec.heads}
+    for batch in batches:
+        out = model(_to_inputs(batch, spec))
+        for h in spec.heads:
+            probs[h].append(torch.softmax(out[h].float(), dim=-1).cpu().numpy())
+            labels[h].append(batch[label_column(h)].cpu().numpy())
+    if not any(len(v) for v in labels.values()):
+        raise ValueError("evaluation split yielded no batches")
+    return ({h: np.concatenate(v) for h, v in labels.items()}, {h: np.concatenate(v) for h, v in probs.items()})
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's object on every rank (no-op without a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point: fit, validate each epoch, early-stop, then test the best weights.
+
+    Validation and test run on rank 0 over the whole (unsplit) split, so metrics are exact;
+    the training split is sharded across workers. Returns (rank 0) the test metrics and
+    test-set probabilities.
+    """
+    import ray.train
+    import ray.train.torch
+
+    lc: LoopConfig = config["loop"]
+    # Train logs every report at INFO; the loop prints its own one line per epoch.
+    for name in ("ray.train", "ray.train.v2._internal.execution.context"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    cfg = config_from_dict(lc.experiment)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(cfg.run.seed)  # identical initial weights on every rank
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    stage_products = lc.stage == "products"
+    epochs = cfg.product.epochs if stage_products else cfg.train.epochs
+    lr = cfg.product.lr if stage_products else cfg.train.lr
+    wd = cfg.product.weight_decay if stage_products else cfg.train.weight_decay
+
+    model = make_model(lc)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{lc.name}: every parameter is frozen; nothing to train")
+    optimizer = make_optimizer(params, cfg, lr, wd)
+    weights = {h: torch.tensor(w, dtype=torch.float32, device=device) for h, w in lc.class_weights.items()} if cfg.train.class_weighted else {}
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    test_shard = ray.train.get_dataset_shard("test")
+    bs = cfg.train.batch_size
+
+    client = None
+    if rank == 0 and lc.tracking_uri and lc.run_id:
+        from i2m2_ray.tracking import epoch_logger
+
+        client = epoch_logger(lc.tracking_uri, lc.run_id)
+
+    best: float | None = None
+    best_epoch = -1
+    best_state: dict[str, Tensor] | None = None
+    best_val: dict[str, float] = {}
+    monitor, mode = cfg.train.monitor, cfg.train.monitor_mode
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        seen, total = 0, 0.0
+        for batch in train_shard.iter_torch_batches(
+            batch_size=bs, device=device,
+            local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
+            local_shuffle_seed=cfg.run.seed * 100_003 + epoch * 101 + rank,
+        ):
+            out = model(_to_inputs(batch, lc.spec))
+            loss = loss_fn(out, batch, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            optimizer.step()
+            n = next(iter(batch.values())).shape[0]
+            seen += n
+            total += float(loss.detach()) * n
+        train_time = time.perf_counter() - t0
+        metrics: dict[str, float] = {}
+        if rank == 0:
+            labels, probs = predict(unwrap(model), val_shard.iter_torch_batches(batch_size=bs, device=device), lc.spec)
+            metrics = {f"val_{k}": v for k, v in compute_metrics(labels, probs).items()}
+        metrics = _broadcast(metrics)
+        metrics.update({
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "samples_per_s": seen * world / max(train_time, 1e-9),
+        })
+        value = metrics.get(f"val_{monitor}", math.nan)
+        improved = is_better(value, best, mode)
+        if improved:
+            best, best_epoch = value, epoch + 1
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
+            best_val = {k: v for k, v in metrics.items() if k.startswith("val_")}
+        metrics["best_" + monitor] = best if best is not None else math.nan
+        checkpoint = None
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0 and improved:
+                save_checkpoint(os.path.join(tmp, MODEL_FILE), best_state or {}, lc.paradigm, lc.experiment, lc.spec,
+                                {"epoch": epoch + 1, "metrics": dict(best_val)})
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0:
+            print(
+                f"[{lc.name}] epoch {epoch + 1}/{epochs} loss {metrics['train_loss']:.4f} "
+                f"val {monitor} {value:.4f} (best {metrics['best_' + monitor]:.4f} @ {best_epoch}) "
+                f"{metrics['samples_per_s']:.0f} samples/s",
+                flush=True,
+            )
+            if client is not None:
+                client(metrics, epoch + 1)
+        if best_epoch > 0 and epoch + 1 - best_epoch >= cfg.train.patience:
+            if rank == 0:
+                print(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs", flush=True)
+            break
+
+    if rank != 0:
+        return None
+    if best_state is None:  # the monitored metric was never defined: keep the last weights
+        best_state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    unwrap(model).load_state_dict(best_state)
+    labels, probs = predict(unwrap(model), test_shard.iter_torch_batches(batch_size=bs, device=device), lc.spec)
+    return {
+        "test": compute_metrics(labels, probs),
+        "val": best_val,
+        "best_epoch": best_epoch,
+        "epochs_run": epoch + 1,
+        "test_labels": labels,
+        "test_probs": probs,
+        # Ray Train cannot return tensors: ship the weights as NumPy arrays
+        "state_dict": {k: v.numpy() for k, v in best_state.items()},
+    }

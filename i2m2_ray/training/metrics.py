@@ -1,0 +1,77 @@
+"""Classification metrics per label head and their means (NumPy in, floats out)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+)
+
+
+def _auroc(y: np.ndarray, p: np.ndarray) -> float:
+    classes = p.shape[1]
+    present = np.unique(y)
+    if len(present) < 2:
+        return math.nan  # undefined with one class present
+    if classes == 2:
+        return float(roc_auc_score(y, p[:, 1]))
+    if len(present) < classes:
+        # one-vs-rest over the classes that occur, renormalised
+        cols = p[:, present] / p[:, present].sum(axis=1, keepdims=True)
+        return float(roc_auc_score(y, cols, multi_class="ovr", average="macro", labels=present))
+    return float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+
+
+def head_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Metrics of one head from labels ``(N,)`` and class probabilities ``(N, C)``."""
+    pred = p.argmax(axis=1)
+    out = {
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "f1_macro": float(f1_score(y, pred, average="macro", labels=np.arange(p.shape[1]), zero_division=0)),
+        "auroc": _auroc(y, p),
+    }
+    if p.shape[1] == 2:
+        out["auprc"] = float(average_precision_score(y, p[:, 1])) if len(np.unique(y)) == 2 else math.nan
+    return out
+
+
+def compute_metrics(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``<metric>_<head>`` for every head, ``<metric>_mean`` over heads, and, for a single-head
+    task, the plain ``<metric>`` too. NaN (undefined) values are left out of the means."""
+    out: dict[str, float] = {}
+    per: dict[str, list[float]] = {}
+    for head in sorted(labels):
+        for name, value in head_metrics(np.asarray(labels[head]), np.asarray(probs[head])).items():
+            out[f"{name}_{head}"] = value
+            per.setdefault(name, []).append(value)
+    for name, values in per.items():
+        finite = [v for v in values if not math.isnan(v)]
+        out[f"{name}_mean"] = float(np.mean(finite)) if finite else math.nan
+        if len(labels) == 1:
+            out[name] = values[0]
+    return out
+
+
+def class_weights(counts: Mapping[str, list[int]]) -> dict[str, list[float]]:
+    """Balanced weights ``N / (C * n_c)`` per head; a class absent from training gets 0."""
+    out = {}
+    for head, c in counts.items():
+        total, k = float(sum(c)), len(c)
+        out[head] = [total / (k * n) if n > 0 else 0.0 for n in c]
+    return out
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` improves on ``best`` (NaN never does)."""
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
