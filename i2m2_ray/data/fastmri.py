@@ -313,7 +313,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
 
 
 # Overrides applied by ``--smoke-test``: a tiny sample and model, a couple of epochs.
-SAMPLE_VERSION = 2  # bump when the generator changes, so stale samples are rewritten
+SAMPLE_VERSION = 4  # bump when the generator changes, so stale samples are rewritten
 
 SMOKE_OVERRIDES = (
     "data.crop_size=32", "data.pad_width=40",

@@ -9,16 +9,18 @@ data have H=640, W~368, S=320; the demo shrinks them (``--height``, ``--width``,
 What it plants, in the centre crop the models see (S x S after zero-filling k-space to
 ``pad_width`` and the centred inverse FFT), so that the paradigms differ:
 
-* ``acl`` -- magnitude only: a bright disc (magnitude x1.8) near the upper left.
-* ``mtear`` -- phase only: a disc of phase +1.5 rad near the upper right; magnitude unchanged.
+* ``acl`` -- magnitude only: a bright disc (magnitude x1.5) near the upper left.
+* ``mtear`` -- phase only: a disc of phase +0.9 rad near the upper right; magnitude unchanged.
 * ``cartilage`` -- only in the joint pattern: every slice has one dark magnitude spot
-  (x0.45) and one phase spot (-1.5 rad), each at one of four places on a lower row; the
+  (x0.4) and one phase spot (-1.2 rad), each at one of four places on a lower row; the
   label is positive when both sit at the same place. Either modality alone sees a spot at
   a uniformly random place and carries no information on this label.
-* ``abnormal`` -- either modality helps: positive when a bright horizontal bar in
-  magnitude or a vertical bar of +1.2 rad in phase is present (each with probability 0.3).
+* ``abnormal`` -- either modality helps: positive when a bright horizontal bar (x1.3) in
+  magnitude or a vertical bar of +0.7 rad in phase is present (each with probability 0.3).
 
-Complex Gaussian noise, a random smooth phase ramp and smooth magnitude texture are added.
+Gaussian noise is added to magnitude (sd 0.15 against a level of 1) and to phase (sd 0.25
+rad) separately, so that no cue leaks from one into the other; a random smooth phase ramp
+and smooth magnitude texture vary from slice to slice.
 Label strings are real fastMRI+ findings, including one with a trailing space
 (``"Joint Effusion "``) and study-level ``artifact`` rows; about 1 volume in 12 is wider
 than ``pad_width`` (skipped by the reader) and 1 in 10 is present but not reviewed.
@@ -87,30 +89,33 @@ def synth_slice(
 
     if rng.random() < 0.3:
         cy, cx = 0.28 * s + jitter(), 0.3 * s + jitter()
-        mag[at(cy, cx)] *= 1.8
+        mag[at(cy, cx)] *= 1.5
         labels["acl"], where["acl"] = 1, (cy, cx)
     if rng.random() < 0.3:
         cy, cx = 0.28 * s + jitter(), 0.7 * s + jitter()
-        phase[at(cy, cx)] += 1.5
+        phase[at(cy, cx)] += 0.9
         labels["mtear"], where["mtear"] = 1, (cy, cx)
     places = [0.2, 0.4, 0.6, 0.8]
     q_mag = int(rng.integers(4))
     together = rng.random() < 0.35
     q_phase = q_mag if together else int(rng.choice([q for q in range(4) if q != q_mag]))
     row = 0.74 * s
-    mag[at(row, places[q_mag] * s)] *= 0.35
-    phase[at(row, places[q_phase] * s)] -= 1.5
+    mag[at(row, places[q_mag] * s)] *= 0.4
+    phase[at(row, places[q_phase] * s)] -= 1.2
     if together:
         labels["cartilage"], where["cartilage"] = 1, (row, places[q_mag] * s)
     bar_mag, bar_phase = rng.random() < 0.3, rng.random() < 0.3
     if bar_mag:
-        mag[top + int(0.48 * s) : top + int(0.54 * s), left + int(0.2 * s) : left + int(0.8 * s)] *= 1.5
+        mag[top + int(0.48 * s) : top + int(0.54 * s), left + int(0.2 * s) : left + int(0.8 * s)] *= 1.3
     if bar_phase:
-        phase[top + int(0.35 * s) : top + int(0.62 * s), left + int(0.47 * s) : left + int(0.53 * s)] += 1.2
+        phase[top + int(0.35 * s) : top + int(0.62 * s), left + int(0.47 * s) : left + int(0.53 * s)] += 0.7
     if bar_mag or bar_phase:
         labels["abnormal"], where["abnormal"] = 1, (0.5 * s, 0.5 * s)
+    # noise goes into magnitude and phase separately: complex noise would make phase noisier
+    # wherever magnitude is low, leaking magnitude cues into the phase image
+    mag = mag + 0.15 * rng.normal(size=mag.shape)
+    phase = phase + 0.25 * rng.normal(size=phase.shape)
     image = mag * np.exp(1j * phase)
-    image += 0.08 * (rng.normal(size=image.shape) + 1j * rng.normal(size=image.shape))
     return image, labels, where
 
 

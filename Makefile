@@ -1,0 +1,36 @@
+# Two Quickstart commands: `make demo` (set up, run the fastMRI pipeline on the generated
+# sample) and `make test` (set up, run the test suite). Each creates .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch (it lies on this machine's disk). On a GPU machine set e.g.
+# TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) experiments/fastmri.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check i2m2_ray experiments tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

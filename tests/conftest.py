@@ -1,0 +1,103 @@
+"""Shared fixtures: a real local Ray, tiny generated fastMRI samples, config helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+TINY_SAMPLE = dict(volumes=14, slices=4, height=64, width=36, pad_width=40, crop=32, seed=0)
+TINY_OVERRIDES = [
+    "data.crop_size=32", "data.pad_width=40",
+    "model.width=4", "model.blocks=[1]", "model.groups=2",
+    "train.epochs=2", "train.batch_size=16", "product.epochs=1",
+]
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """An in-process local Ray (its own instance; shut down at the end)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_fastmri(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from i2m2_ray.data.fastmri_sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("fastmri"), **TINY_SAMPLE)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RayHead:
+    """A ``ray start --head`` on 127.0.0.1 with its own ports and temp dir; stopping it
+    kills only its own process group (never ``ray stop``, which stops every Ray here)."""
+
+    def __init__(self, num_cpus: int = 4) -> None:
+        # Unix socket paths are limited to ~107 bytes: keep the temp dir short.
+        self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        cmd = [
+            str(VENV_BIN / "ray"), "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", f"--port={self.port}",
+            f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true", f"--temp-dir={self.temp_dir}", f"--num-cpus={num_cpus}",
+            f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            "--min-worker-port=20000", "--max-worker-port=29999",
+        ]
+        self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"Ray head not ready: {Path(self.log.name).read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # raylet-spawned workers share the session's process group; sweep any left
+        subprocess.run(["pkill", "-9", "-f", self.temp_dir], check=False)
+        self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

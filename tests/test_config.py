@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from i2m2_ray.config import ConfigError, config_from_dict, load_config, parse_override
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    assert parse_override("train.epochs=3") == {"train": {"epochs": 3}}
+    cfg = load_config(None, ["train.epochs=3", "model.blocks=[1, 2]", "train.lr=1e-2", "product.freeze=[inter]"])
+    assert cfg.train.epochs == 3 and cfg.model.blocks == [1, 2] and cfg.train.lr == 0.01
+    assert cfg.product.freeze == ["inter"]
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key\(s\) \['epochz'\] in 'train'"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("run.num_workers=-1", "run.num_workers must be >= 1"),
+        ("train.lr=0", "train.lr must be > 0"),
+        ("data.split=[0.5, 0.5, 0.5]", "data.split must be three fractions"),
+        ("model.inter_fusion=attention", "model.inter_fusion must be one of"),
+        ("train.epochs=three", "config key 'train.epochs': expected an integer"),
+        ("product.init=pretrained", "product.init must be"),
+    ],
+)
+def test_out_of_range_values_are_named(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
