@@ -13,7 +13,7 @@ from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
 from i2m2_ray.data import DataError, dataset_module
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-SUMMARY_COLUMNS = {"fastmri": ["auroc_mean", "balanced_accuracy_mean", "auroc_abnormal", "auroc_acl", "auroc_cartilage", "auroc_mtear"]}
+DEFAULT_COLUMNS = ["accuracy", "balanced_accuracy"]
 
 
 def build_parser(experiment: str) -> argparse.ArgumentParser:
@@ -30,12 +30,18 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data and model, 1-2 epochs")
+    module = dataset_module(experiment)
+    if hasattr(module, "add_arguments"):  # dataset-specific flags (e.g. MIMIC's --task)
+        module.add_arguments(p)
     return p
 
 
 def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfig:
     path = args.config or CONFIG_DIR / (f"{experiment}.yaml" if args.data_dir else f"{experiment}_demo.yaml")
-    overrides = list(dataset_module(experiment).SMOKE_OVERRIDES) if args.smoke_test else []
+    module = dataset_module(experiment)
+    overrides = list(module.SMOKE_OVERRIDES) if args.smoke_test else []
+    if hasattr(module, "argument_overrides"):  # dataset flags -> config keys
+        overrides += list(module.argument_overrides(args))
     overrides += list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"run.num_workers={args.num_workers}")
@@ -84,7 +90,7 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
         result = Pipeline(cfg, prepared, out, storage_path=args.storage_path).run()
     finally:
         ray.shutdown()
-    cols = SUMMARY_COLUMNS.get(experiment, ["accuracy", "balanced_accuracy"])
+    cols = list(getattr(dataset_module(experiment), "SUMMARY_COLUMNS", DEFAULT_COLUMNS))
     print("\nTest metrics per paradigm:")
     print(comparison_table(result.summary, cols))
     print(f"\nsummary: {out / 'summary.json'}")

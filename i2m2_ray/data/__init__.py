@@ -1,7 +1,12 @@
 """Dataset modules: real-format readers, Ray Data pipelines and sample generators.
 
-Each module exposes ``load(cfg, data_dir, annotations, work_dir) -> PreparedData`` and
-``SMOKE_OVERRIDES``; :data:`DATASETS` maps an experiment name to its module.
+Each module exposes ``load(cfg, data_dir, annotations, work_dir) -> PreparedData`` (real
+data from ``data_dir``, or a generated sample written once under ``work_dir`` when it is
+None), ``SMOKE_OVERRIDES`` (config overrides for ``--smoke-test``) and ``SUMMARY_COLUMNS``
+(metrics of the final table); optionally ``add_arguments(parser)`` and
+``argument_overrides(args) -> list[str]`` for dataset-specific flags. :data:`DATASETS`
+maps an experiment name to its module; adding a dataset adds a module, encoders and a
+config, nothing in the core.
 """
 
 from __future__ import annotations

@@ -312,6 +312,9 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
     )
 
 
+# Columns of the comparison table printed at the end of a run.
+SUMMARY_COLUMNS = ("auroc_mean", "balanced_accuracy_mean", *(f"auroc_{h}" for h in LABELS))
+
 # Overrides applied by ``--smoke-test``: a tiny sample and model, a couple of epochs.
 SAMPLE_VERSION = 4  # bump when the generator changes, so stale samples are rewritten
 

@@ -171,7 +171,7 @@ def test_prepare_builds_streaming_datasets(ray_local: None, tiny_fastmri: tuple[
     cfg = load_config(None, TINY_OVERRIDES)
     prepared = prepare(cfg, data_dir, ann_dir)
     assert sum(prepared.sizes.values()) == 48
-    batch = next(prepared.datasets["val"].iter_batches(batch_size=4, batch_format="numpy"))
+    batch = next(iter(prepared.datasets["val"].iter_batches(batch_size=4, batch_format="numpy")))
     assert batch["magnitude"].shape == (4, 1, 32, 32) and batch["magnitude"].dtype == np.float32
     assert batch[label_column("acl")].dtype == np.int64
     assert prepared.class_counts["acl"][0] + prepared.class_counts["acl"][1] == prepared.sizes["train"]
