@@ -20,14 +20,25 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"experiments/{experiment}.py", description=f"I2M2 pipeline on {experiment}")
     p.add_argument("--data-dir", help="folder of real data; omitted: a generated sample is written and used")
     p.add_argument("--annotations", help="labels folder (fastMRI+: the Annotations folder)")
-    p.add_argument("--config", help=f"YAML config (default: configs/{experiment}.yaml with --data-dir, else configs/{experiment}_demo.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--config",
+        help=f"YAML config (default: configs/{experiment}.yaml with --data-dir, else configs/{experiment}_demo.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=5 (repeatable)",
+    )
     p.add_argument("--output-dir", help=f"results folder (default: outputs/{experiment})")
     p.add_argument("--num-workers", type=int, help="Ray Train workers per model")
     p.add_argument("--use-gpu", action="store_true", default=None, help="train on GPUs")
     p.add_argument("--seed", type=int, help="seed for split, initialisation and shuffling")
-    p.add_argument("--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results")
+    p.add_argument(
+        "--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results"
+    )
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data and model, 1-2 epochs")
     module = dataset_module(experiment)
@@ -62,8 +73,13 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int)
         ray.init(address=address, log_to_driver=True)
         return
     needed = int(concurrent_models * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True)
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, needed),
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+    )
 
 
 def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
@@ -87,7 +103,12 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
-        result = Pipeline(cfg, prepared, out, storage_path=args.storage_path).run()
+        pipeline = Pipeline(cfg, prepared, out, storage_path=args.storage_path)
+        shared = [pipeline.storage]
+        if pipeline.uri.startswith("sqlite:"):
+            shared.append(str(out))
+        check_shared_storage(shared)
+        result = pipeline.run()
     finally:
         ray.shutdown()
     cols = list(getattr(dataset_module(experiment), "SUMMARY_COLUMNS", DEFAULT_COLUMNS))
@@ -97,3 +118,41 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
     print(f"MLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
     print(json.dumps({"parent_run_id": result.parent_run_id}))
     return 0
+
+
+def check_shared_storage(paths: list[str]) -> None:
+    """On a multi-node cluster, every local path that workers write to must be visible
+    from every node (an NFS mount, say); URIs (``s3://``, ``gs://``) are left to Ray.
+
+    Fails at start, naming the path and the node, instead of at the first checkpoint.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    local = [p for p in paths if "://" not in p]
+    if len(nodes) < 2 or not local:
+        return
+
+    @ray.remote(num_cpus=0)
+    def visible(marker: str) -> bool:
+        return os.path.exists(marker)
+
+    for path in local:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        marker = Path(path) / f".i2m2-shared-check-{uuid.uuid4().hex}"
+        marker.write_text("")
+        try:
+            for node in nodes:
+                strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                if not ray.get(visible.options(scheduling_strategy=strategy).remote(str(marker)), timeout=120):
+                    raise SystemExit(
+                        f"error: {path} is a local path that node {node['NodeManagerAddress']} cannot see; "
+                        f"a multi-node run needs storage every node shares: an NFS mount on every node, "
+                        f"or an s3:// / gs:// URI for --storage-path, and a tracking server "
+                        f"(MLFLOW_TRACKING_URI) instead of the default sqlite file"
+                    )
+        finally:
+            marker.unlink(missing_ok=True)

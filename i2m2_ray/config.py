@@ -94,6 +94,7 @@ class RunSettings:
     cpus_per_worker: float = 1.0
     seed: int = 0
     paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
 
 
 @dataclass
@@ -119,16 +120,40 @@ class ExperimentConfig:
             (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
             (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
-            (self.train.optimizer in ("adamw", "sgd"), f"train.optimizer must be 'adamw' or 'sgd', got {self.train.optimizer!r}"),
-            (self.train.monitor_mode in ("max", "min"), f"train.monitor_mode must be 'max' or 'min', got {self.train.monitor_mode!r}"),
-            (self.product.init in ("components", "scratch"), f"product.init must be 'components' or 'scratch', got {self.product.init!r}"),
-            (self.model.inter_fusion in ("early", "concat", "lrtf"), f"model.inter_fusion must be one of early, concat, lrtf; got {self.model.inter_fusion!r}"),
+            (
+                self.train.optimizer in ("adamw", "sgd"),
+                f"train.optimizer must be 'adamw' or 'sgd', got {self.train.optimizer!r}",
+            ),
+            (
+                self.train.monitor_mode in ("max", "min"),
+                f"train.monitor_mode must be 'max' or 'min', got {self.train.monitor_mode!r}",
+            ),
+            (
+                self.product.init in ("components", "scratch"),
+                f"product.init must be 'components' or 'scratch', got {self.product.init!r}",
+            ),
+            (
+                self.model.inter_fusion in ("early", "concat", "lrtf"),
+                f"model.inter_fusion must be one of early, concat, lrtf; got {self.model.inter_fusion!r}",
+            ),
             (self.model.fusion_rank >= 1, f"model.fusion_rank must be >= 1, got {self.model.fusion_rank}"),
             (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),
             (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
-            (len(self.data.split) == 3 and all(0 < s < 1 for s in self.data.split) and abs(sum(self.data.split) - 1) < 1e-6,
-             f"data.split must be three fractions in (0, 1) summing to 1, got {self.data.split}"),
-            (set(self.run.paradigms) <= set(PARADIGMS), f"run.paradigms must be among {list(PARADIGMS)}, got {self.run.paradigms}"),
+            (
+                len(self.data.split) == 3
+                and all(0 < s < 1 for s in self.data.split)
+                and abs(sum(self.data.split) - 1) < 1e-6,
+                f"data.split must be three fractions in (0, 1) summing to 1, got {self.data.split}",
+            ),
+            (
+                self.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+                f"run.placement_strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, "
+                f"got {self.run.placement_strategy!r}",
+            ),
+            (
+                set(self.run.paradigms) <= set(PARADIGMS),
+                f"run.paradigms must be among {list(PARADIGMS)}, got {self.run.paradigms}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

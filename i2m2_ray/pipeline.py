@@ -26,6 +26,7 @@ from i2m2_ray.training.metrics import class_weights
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PipelineResult:
     summary: dict[str, dict[str, float]]
@@ -40,7 +41,12 @@ def models_to_fit(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[list[s
     spec = prepared.spec
     wanted = set(cfg.run.paradigms)
     products = [p for p in PRODUCTS if p in wanted]
-    components = [p for p in spec.paradigms() if p not in PRODUCTS and (("unimodal" in wanted and p.startswith("unimodal_")) or (p == INTER and INTER in wanted))]
+    components = [
+        p
+        for p in spec.paradigms()
+        if p not in PRODUCTS
+        and (("unimodal" in wanted and p.startswith("unimodal_")) or (p == INTER and INTER in wanted))
+    ]
     if cfg.product.init == "components":
         for product in products:
             for expert in spec.components(product):
@@ -73,8 +79,14 @@ def comparison_table(summary: dict[str, dict[str, float]], columns: Sequence[str
 class Pipeline:
     """Runs the two stages for one prepared dataset and records everything."""
 
-    def __init__(self, cfg: ExperimentConfig, prepared: PreparedData, output_dir: str | Path,
-                 tracking_uri: str | None = None, storage_path: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        prepared: PreparedData,
+        output_dir: str | Path,
+        tracking_uri: str | None = None,
+        storage_path: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.data = prepared
         self.out = Path(output_dir).resolve()
@@ -86,28 +98,48 @@ class Pipeline:
     def _request(self, paradigm: str, stage: str, run_id: str, init: dict[str, str]) -> FitRequest:
         cfg = self.cfg
         loop = LoopConfig(
-            name=paradigm, paradigm=paradigm, spec=self.data.spec, encoders=self.data.encoders,
-            experiment=cfg.to_dict(), stage=stage, class_weights=self.weights,
-            init_checkpoints=init, freeze=list(cfg.product.freeze) if stage == "products" else [],
-            tracking_uri=self.uri, run_id=run_id, product_weights=dict(cfg.product.weights),
+            name=paradigm,
+            paradigm=paradigm,
+            spec=self.data.spec,
+            encoders=self.data.encoders,
+            experiment=cfg.to_dict(),
+            stage=stage,
+            class_weights=self.weights,
+            init_checkpoints=init,
+            freeze=list(cfg.product.freeze) if stage == "products" else [],
+            tracking_uri=self.uri,
+            run_id=run_id,
+            product_weights=dict(cfg.product.weights),
         )
         return FitRequest(
-            loop=loop, datasets=self.data.datasets, num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu, cpus_per_worker=cfg.run.cpus_per_worker,
-            storage_path=self.storage, checkpoint_path=str(self.out / "checkpoints" / f"{paradigm}.pt"),
+            loop=loop,
+            datasets=self.data.datasets,
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            cpus_per_worker=cfg.run.cpus_per_worker,
+            placement_strategy=cfg.run.placement_strategy,
+            storage_path=self.storage,
+            checkpoint_path=str(self.out / "checkpoints" / f"{paradigm}.pt"),
         )
 
     def _record(self, run_id: str, res: FitResult) -> None:
         from i2m2_ray.plots import roc_figure
 
         tracking.log_metrics(self.uri, run_id, {f"test_{k}": v for k, v in res.test.items()})
-        tracking.log_metrics(self.uri, run_id, {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run})
+        tracking.log_metrics(
+            self.uri,
+            run_id,
+            {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
+        )
         tracking.log_artifact(self.uri, run_id, res.checkpoint, "checkpoint")
-        fig = roc_figure(res.test_labels, res.test_probs, f"{res.name}: test ROC", self.out / "plots" / f"roc_{res.name}.png")
+        fig = roc_figure(
+            res.test_labels, res.test_probs, f"{res.name}: test ROC", self.out / "plots" / f"roc_{res.name}.png"
+        )
         tracking.log_artifact(self.uri, run_id, fig, "plots")
 
-    def _stage(self, stage: str, names: list[str], exp_id: str, parent: str,
-               init_for: dict[str, dict[str, str]]) -> dict[str, FitResult]:
+    def _stage(
+        self, stage: str, names: list[str], exp_id: str, parent: str, init_for: dict[str, dict[str, str]]
+    ) -> dict[str, FitResult]:
         """Fit ``names`` concurrently; every child run ends FINISHED or FAILED."""
         import ray
 
@@ -116,7 +148,9 @@ class Pipeline:
         pending: dict[Any, str] = {}
         for name in names:
             runs[name] = tracking.start_run(
-                self.uri, exp_id, name,
+                self.uri,
+                exp_id,
+                name,
                 tags={"dataset": self.cfg.experiment, "paradigm": name, "stage": stage},
                 params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
                 parent_run_id=parent,
@@ -143,7 +177,9 @@ class Pipeline:
         cfg = self.cfg
         exp_id = tracking.get_experiment_id(self.uri, cfg.experiment, self.out / "mlartifacts")
         parent = tracking.start_run(
-            self.uri, exp_id, f"{cfg.experiment}-seed{cfg.run.seed}",
+            self.uri,
+            exp_id,
+            f"{cfg.experiment}-seed{cfg.run.seed}",
             tags={"dataset": cfg.experiment, "stage": "pipeline"},
             params={**cfg.to_dict(), "data_info": self.data.info, "sizes": self.data.sizes},
         )
@@ -160,8 +196,15 @@ class Pipeline:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
                 results.update(self._stage("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
-            summary = {n: {**results[n].test, "wall_seconds": results[n].wall_seconds,
-                           "best_epoch": float(results[n].best_epoch)} for n in order}
+            summary = {
+                n: {
+                    **results[n].test,
+                    "wall_seconds": results[n].wall_seconds,
+                    "best_epoch": float(results[n].best_epoch),
+                    "num_nodes": float(len(set(results[n].worker_nodes))),
+                }
+                for n in order
+            }
             summary_path = self.out / "summary.json"
             summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
             for n, m in summary.items():

@@ -23,9 +23,11 @@ class TaskSpec:
     def components(self, paradigm: str) -> list[str]:
         """Experts inside a model: ``["magnitude"]``, ``["inter"]``, ``["magnitude", "phase"]``..."""
         if paradigm.startswith("unimodal_"):
-            m = paradigm[len("unimodal_"):]
+            m = paradigm[len("unimodal_") :]
             if m not in self.modalities:
-                raise ValueError(f"unknown modality '{m}' in paradigm '{paradigm}'; modalities: {list(self.modalities)}")
+                raise ValueError(
+                    f"unknown modality '{m}' in paradigm '{paradigm}'; modalities: {list(self.modalities)}"
+                )
             return [m]
         if paradigm == INTER:
             return [INTER]

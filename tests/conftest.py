@@ -18,9 +18,14 @@ VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 
 TINY_SAMPLE = dict(volumes=14, slices=4, height=64, width=36, pad_width=40, crop=32, seed=0)
 TINY_OVERRIDES = [
-    "data.crop_size=32", "data.pad_width=40",
-    "model.width=4", "model.blocks=[1]", "model.groups=2",
-    "train.epochs=2", "train.batch_size=16", "product.epochs=1",
+    "data.crop_size=32",
+    "data.pad_width=40",
+    "model.width=4",
+    "model.blocks=[1]",
+    "model.groups=2",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "product.epochs=1",
 ]
 
 
@@ -47,6 +52,66 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Stop a process started with ``start_new_session=True`` and everything in its group."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, served artifacts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ]
+        self.log = open(root / "server.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError("mlflow server not ready")
+
+    def stop(self) -> None:
+        kill_group(self.proc)
+        self.log.close()
+
+
 class RayHead:
     """A ``ray start --head`` on 127.0.0.1 with its own ports and temp dir; stopping it
     kills only its own process group (never ``ray stop``, which stops every Ray here)."""
@@ -59,16 +124,54 @@ class RayHead:
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         cmd = [
-            str(VENV_BIN / "ray"), "start", "--head", "--block",
-            "--node-ip-address=127.0.0.1", f"--port={self.port}",
-            f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
-            "--include-dashboard=true", f"--temp-dir={self.temp_dir}", f"--num-cpus={num_cpus}",
-            f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            "--min-worker-port=20000", "--max-worker-port=29999",
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--dashboard-port={self.dashboard_port}",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={num_cpus}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            "--min-worker-port=20000",
+            "--max-worker-port=29999",
         ]
         self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def add_worker_node(self, num_cpus: int = 2) -> None:
+        """A second node: ``ray start --address`` in its own process group, with a
+        ``second_node`` custom resource."""
+        cmd = [
+            str(VENV_BIN / "ray"),
+            "start",
+            "--block",
+            f"--address={self.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            '--resources={"second_node": 1}',
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            "--min-worker-port=30000",
+            "--max-worker-port=39999",
+        ]
+        self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
+        self.worker = subprocess.Popen(cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive_nodes(self) -> int:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.dashboard}/nodes?view=summary", timeout=5) as r:
+            data = json.load(r)
+        return sum(1 for n in data["data"]["summary"] if n["raylet"]["state"] == "ALIVE")
 
     def wait_ready(self, timeout: float = 120) -> None:
         import urllib.request
@@ -85,19 +188,12 @@ class RayHead:
         raise TimeoutError(f"Ray head not ready: {Path(self.log.name).read_text()[-3000:]}")
 
     def stop(self) -> None:
-        import signal
-
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        procs = [p for p in (getattr(self, "worker", None), self.proc) if p is not None]
+        for proc in procs:
+            kill_group(proc)
         # raylet-spawned workers share the session's process group; sweep any left
         subprocess.run(["pkill", "-9", "-f", self.temp_dir], check=False)
         self.log.close()
+        if hasattr(self, "worker_log"):
+            self.worker_log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

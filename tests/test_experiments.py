@@ -1,4 +1,5 @@
-"""End-to-end: the fastMRI entry point on a local Ray, and through ``ray job submit``."""
+"""End-to-end runs of the fastMRI entry point: on a local Ray against a real MLflow
+tracking server, and through ``ray job submit`` to a two-node cluster on this machine."""
 
 from __future__ import annotations
 
@@ -10,23 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, VENV_BIN, RayHead
+from .conftest import REPO, VENV_BIN, MlflowServer, RayHead
 
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
 
 
-def check_outputs(out: Path) -> None:
-    summary = json.loads((out / "summary.json").read_text())
+def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = json.loads((out / "summary.json").read_text())
     assert list(summary) == PARADIGMS
     for name, m in summary.items():
-        for key in ("auroc_mean", "balanced_accuracy_mean", "wall_seconds",
-                    "auroc_abnormal", "auroc_acl", "auroc_cartilage", "auroc_mtear"):
+        for key in (
+            "auroc_mean",
+            "balanced_accuracy_mean",
+            "wall_seconds",
+            "auroc_abnormal",
+            "auroc_acl",
+            "auroc_cartilage",
+            "auroc_mtear",
+        ):
             assert key in m, (name, key)
         assert m["wall_seconds"] > 0
         assert (out / "checkpoints" / f"{name}.pt").is_file()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name("fastmri")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
@@ -35,48 +43,95 @@ def check_outputs(out: Path) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["paradigm"] for r in children) == sorted(PARADIGMS)
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert "i2m2.auroc_mean" in parent.data.metrics
     for child in children:
         assert "test_auroc_mean" in child.data.metrics
         assert child.data.tags["dataset"] == "fastmri"
         assert child.data.tags["stage"] in ("components", "products")
-        history = client.get_metric_history(child.info.run_id, "val_auroc_mean")
-        assert len(history) >= 1
+        assert len(client.get_metric_history(child.info.run_id, "val_auroc_mean")) >= 1
         arts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"checkpoint", "plots"} <= arts
+    return summary
 
 
 @pytest.mark.slow
-def test_fastmri_smoke_on_local_ray(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--seed", "1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Test metrics per paradigm" in proc.stdout and "mlflow ui" in proc.stdout
-    check_outputs(out)
+def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
+    server = MlflowServer(tmp_path / "mlflow")
+    try:
+        server.wait_ready()
+        out = tmp_path / "out"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": server.uri}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.run(
+            [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--seed", "1"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert "Test metrics per paradigm" in proc.stdout and "mlflow ui" in proc.stdout
+        check_outputs(out, server.uri)
+        assert not (out / "mlflow.db").exists()  # everything went to the server
+        # artifacts were uploaded through the server into its artifact store
+        assert list((tmp_path / "mlflow" / "artifacts").rglob("i2m2.pt"))
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
-def test_fastmri_through_ray_job_submit(tmp_path: Path) -> None:
+def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     head = RayHead(num_cpus=4)
     try:
         head.wait_ready()
+        head.add_worker_node(num_cpus=2)
+        for _ in range(60):
+            if head.alive_nodes() == 2:
+                break
+            import time
+
+            time.sleep(1)
+        assert head.alive_nodes() == 2
         out = tmp_path / "out"
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": head.dashboard}
+        # the client reads the token that the head wrote to ~/.ray/auth_token
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
         env.pop("MLFLOW_TRACKING_URI", None)
+        env.pop("RAY_ADDRESS", None)
         proc = subprocess.run(
-            [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard,
-             "--working-dir", str(REPO),
-             "--runtime-env-json", json.dumps({"excludes": [".venv", "outputs", ".git", "*.egg-info"]}),
-             "--", "python", "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out)],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+            [
+                str(VENV_BIN / "ray"),
+                "job",
+                "submit",
+                "--address",
+                head.dashboard,
+                "--working-dir",
+                str(REPO),
+                "--runtime-env",
+                str(REPO / "cluster" / "runtime_env.yaml"),
+                "--",
+                "python",
+                "experiments/fastmri.py",
+                "--smoke-test",
+                "--output-dir",
+                str(out),
+                "--num-workers",
+                "2",
+                "--set",
+                "run.placement_strategy=STRICT_SPREAD",
+                "--set",
+                "run.cpus_per_worker=0.5",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout
-        check_outputs(out)
+        summary = check_outputs(out, f"sqlite:///{out / 'mlflow.db'}")
+        # DDP over two workers, one on each node
+        assert all(m["num_nodes"] == 2 for m in summary.values())
     finally:
         head.stop()

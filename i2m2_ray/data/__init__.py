@@ -16,7 +16,11 @@ from types import ModuleType
 
 from i2m2_ray.data.base import DataError, PreparedData
 
-DATASETS = {"fastmri": "i2m2_ray.data.fastmri"}
+DATASETS = {
+    "fastmri": "i2m2_ray.data.fastmri",
+    "avmnist": "i2m2_ray.data.avmnist",
+    "mimic": "i2m2_ray.data.mimic",
+}
 
 
 def dataset_module(name: str) -> ModuleType:

@@ -226,7 +226,9 @@ class SlicePreprocessor:
         return out
 
 
-def build_index(cfg: ExperimentConfig, data_dir: Path, annotations_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build_index(
+    cfg: ExperimentConfig, data_dir: Path, annotations_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One row per slice of every reviewed, present volume of acceptable width."""
     ann = read_annotations(annotations_dir)
     volumes = find_volumes(data_dir)
@@ -259,7 +261,7 @@ def build_index(cfg: ExperimentConfig, data_dir: Path, annotations_dir: Path) ->
             row: dict[str, Any] = {"path": str(volumes[name]), "volume": name, "slice": s}
             row.update({label_column(h): int(h in found) for h in LABELS})
             rows.append(row)
-        for (vol, s) in ann.positives:
+        for vol, s in ann.positives:
             if vol == name and s >= n_slices:
                 raise DataError(f"knee.csv labels slice {s} of {name}, which has {n_slices} slices")
     if not rows:
@@ -319,10 +321,15 @@ SUMMARY_COLUMNS = ("auroc_mean", "balanced_accuracy_mean", *(f"auroc_{h}" for h 
 SAMPLE_VERSION = 4  # bump when the generator changes, so stale samples are rewritten
 
 SMOKE_OVERRIDES = (
-    "data.crop_size=32", "data.pad_width=40",
+    "data.crop_size=32",
+    "data.pad_width=40",
     "data.sample={volumes: 14, slices: 4, height: 64, width: 36, seed: 0}",
-    "model.width=4", "model.blocks=[1]", "model.groups=2",
-    "train.epochs=2", "train.batch_size=16", "product.epochs=1",
+    "model.width=4",
+    "model.blocks=[1]",
+    "model.groups=2",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "product.epochs=1",
 )
 
 
@@ -338,9 +345,16 @@ def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, w
         import json
 
         if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-            write_sample(sample_dir, volumes=int(s.get("volumes", 40)), slices=int(s.get("slices", 8)),
-                         height=int(s.get("height", 640)), width=int(s.get("width", 368)),
-                         pad_width=cfg.data.pad_width, crop=cfg.data.crop_size, seed=int(s.get("seed", 0)))
+            write_sample(
+                sample_dir,
+                volumes=int(s.get("volumes", 40)),
+                slices=int(s.get("slices", 8)),
+                height=int(s.get("height", 640)),
+                width=int(s.get("width", 368)),
+                pad_width=cfg.data.pad_width,
+                crop=cfg.data.crop_size,
+                seed=int(s.get("seed", 0)),
+            )
             marker.write_text(json.dumps(wanted))
         data_dir, annotations = str(sample_dir / "knee"), str(sample_dir / "Annotations")
     if annotations is None:

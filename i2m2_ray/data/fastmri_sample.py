@@ -78,7 +78,11 @@ def synth_slice(
     yy, xx = np.mgrid[:height, :width] / s
     # a gentle random phase ramp: no wrapping inside the object, so the planted phase
     # cues stay local patterns
-    phase = rng.uniform(-0.4, 0.4) * (yy - 0.5 * height / s) + rng.uniform(-0.4, 0.4) * (xx - 0.5 * width / s) + rng.uniform(-0.5, 0.5)
+    phase = (
+        rng.uniform(-0.4, 0.4) * (yy - 0.5 * height / s)
+        + rng.uniform(-0.4, 0.4) * (xx - 0.5 * width / s)
+        + rng.uniform(-0.5, 0.5)
+    )
     r = s / 10
     jitter = lambda: rng.uniform(-0.05, 0.05) * s  # noqa: E731
     labels = {"abnormal": 0, "acl": 0, "cartilage": 0, "mtear": 0}
@@ -173,8 +177,18 @@ def write_sample(
                     finding = FINDINGS[target][int(rng.integers(len(FINDINGS[target])))]
                     # boxes are given in the vertically flipped reconstruction
                     y = crop - 1 - int(cy + crop / 10)
-                    rows.append([name, str(s), "No", str(int(cx - crop / 10)), str(y),
-                                 str(int(crop / 5)), str(int(crop / 5)), finding])
+                    rows.append(
+                        [
+                            name,
+                            str(s),
+                            "No",
+                            str(int(cx - crop / 10)),
+                            str(y),
+                            str(int(crop / 5)),
+                            str(int(crop / 5)),
+                            finding,
+                        ]
+                    )
         with h5py.File(data_dir / f"{name}.h5", "w") as f:
             f.create_dataset("kspace", data=kspace)
             f.create_dataset("reconstruction_rss", data=recon)

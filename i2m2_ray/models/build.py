@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from torch import Tensor, nn
 
 from i2m2_ray.config import ModelConfig
-from i2m2_ray.spec import INTER, TaskSpec, component_paradigm
 from i2m2_ray.models.experts import (
     EarlyFusionExpert,
     LateFusionExpert,
@@ -16,10 +15,19 @@ from i2m2_ray.models.experts import (
     UnimodalExpert,
 )
 from i2m2_ray.models.fusion import ConcatFusion, LowRankTensorFusion
+from i2m2_ray.spec import INTER, TaskSpec
 
 # (modalities it sees, model config) -> encoder with ``out_features``. One modality: a
 # unimodal encoder; several: an early-fusion encoder over the modalities stacked as channels.
 EncoderFactory = Callable[[Sequence[str], ModelConfig], nn.Module]
+
+
+def out_features(module: nn.Module) -> int:
+    """The feature size an encoder or fusion module declares in ``out_features``."""
+    size = getattr(module, "out_features", None)
+    if not isinstance(size, int):
+        raise TypeError(f"{type(module).__name__} must set an integer 'out_features' (its output size)")
+    return size
 
 
 def _heads(in_features: int, spec: TaskSpec, cfg: ModelConfig) -> MultiHead:
@@ -32,12 +40,12 @@ def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderF
         if name not in spec.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities: {list(spec.modalities)}")
         enc = encoders([name], cfg)
-        return UnimodalExpert(name, enc, _heads(int(enc.out_features), spec, cfg))
+        return UnimodalExpert(name, enc, _heads(out_features(enc), spec, cfg))
     if cfg.inter_fusion == "early":
         enc = encoders(list(spec.modalities), cfg)
-        return EarlyFusionExpert(spec.modalities, enc, _heads(int(enc.out_features), spec, cfg))
+        return EarlyFusionExpert(spec.modalities, enc, _heads(out_features(enc), spec, cfg))
     encs = nn.ModuleDict({m: encoders([m], cfg) for m in spec.modalities})
-    dims = {m: int(e.out_features) for m, e in encs.items()}
+    dims = {m: out_features(e) for m, e in encs.items()}
     fusion: nn.Module
     if cfg.inter_fusion == "concat":
         fusion = ConcatFusion(dims)
@@ -45,7 +53,7 @@ def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderF
         fusion = LowRankTensorFusion(dims, cfg.fusion_dim, cfg.fusion_rank)
     else:
         raise ValueError(f"model.inter_fusion: unknown fusion '{cfg.inter_fusion}'")
-    return LateFusionExpert(encs, fusion, _heads(int(fusion.out_features), spec, cfg))
+    return LateFusionExpert(encs, fusion, _heads(out_features(fusion), spec, cfg))
 
 
 def build_model(
@@ -66,9 +74,7 @@ def build_model(
     return ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights)
 
 
-def load_components(
-    model: ProductOfExperts, state_dicts: Mapping[str, Mapping[str, Tensor]], source: str = ""
-) -> None:
+def load_components(model: ProductOfExperts, state_dicts: Mapping[str, Mapping[str, Tensor]], source: str = "") -> None:
     """Load fitted components' weights into the product's experts of the same name.
 
     Raises a ``ValueError`` naming the expert (and ``source``) when keys or shapes differ.

@@ -117,7 +117,10 @@ class GRUEncoder(nn.Module):
     def __init__(self, in_features: int, hidden: int = 64, layers: int = 1, dropout: float = 0.0):
         super().__init__()
         self.gru = nn.GRU(
-            in_features, hidden, num_layers=layers, batch_first=True,
+            in_features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.out_features = hidden

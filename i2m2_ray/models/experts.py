@@ -64,9 +64,7 @@ class MultiHead(nn.Module):
         dropout: dropout before the classifiers.
     """
 
-    def __init__(
-        self, in_features: int, heads: Mapping[str, int], hidden: int = 0, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, in_features: int, heads: Mapping[str, int], hidden: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = in_features
@@ -156,9 +154,7 @@ class ProductOfExperts(nn.Module):
         outputs = {name: expert(inputs) for name, expert in self.experts.items()}
         first = next(iter(outputs.values()))
         w = [self.weights[name] for name in outputs]
-        return {
-            head: product_of_experts([out[head] for out in outputs.values()], w) for head in first
-        }
+        return {head: product_of_experts([out[head] for out in outputs.values()], w) for head in first}
 
     def freeze(self, names: Sequence[str]) -> None:
         """Stop gradients into the named experts (they keep their fitted weights)."""

@@ -41,10 +41,7 @@ class LowRankTensorFusion(nn.Module):
         self.rank = rank
         self.out_features = out_features
         self.factors = nn.ParameterDict(
-            {
-                m: nn.Parameter(torch.empty(rank, in_features[m] + 1, out_features))
-                for m in self.modalities
-            }
+            {m: nn.Parameter(torch.empty(rank, in_features[m] + 1, out_features)) for m in self.modalities}
         )
         self.rank_weights = nn.Parameter(torch.empty(1, rank))
         self.bias = nn.Parameter(torch.zeros(1, out_features))

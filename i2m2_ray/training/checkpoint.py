@@ -25,7 +25,8 @@ class CheckpointError(ValueError):
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP / FSDP wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def save_checkpoint(

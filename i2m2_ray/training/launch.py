@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ import torch
 from i2m2_ray.training.loop import LoopConfig, train_loop
 
 if TYPE_CHECKING:
-    import ray.data
+    pass
 
 
 @dataclass
@@ -20,10 +20,11 @@ class FitRequest:
     """One model to fit: its loop config, data, placement and where results go."""
 
     loop: LoopConfig
-    datasets: dict[str, ray.data.Dataset]
+    datasets: dict[str, Any]  # name -> ray.data.Dataset
     num_workers: int
     use_gpu: bool
     cpus_per_worker: float
+    placement_strategy: str
     storage_path: str
     checkpoint_path: str
 
@@ -36,6 +37,7 @@ class FitResult:
     val: dict[str, float]
     best_epoch: int
     epochs_run: int
+    worker_nodes: list[str]
     wall_seconds: float
     checkpoint: str
     test_labels: dict[str, np.ndarray] = field(default_factory=dict)
@@ -54,27 +56,36 @@ def fit(req: FitRequest) -> FitResult:
     if req.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
-        train_loop,
+        cast(Any, train_loop),
         train_loop_config={"loop": req.loop},
-        scaling_config=ScalingConfig(num_workers=req.num_workers, use_gpu=req.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=req.num_workers,
+            use_gpu=req.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=req.placement_strategy,
+        ),
         run_config=RunConfig(
             name=req.loop.name,
             storage_path=req.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
-        datasets=req.datasets,
+        datasets=dict(req.datasets),
         # one worker reads the whole split: no streaming-split coordinator needed
         dataset_config=DataConfig(datasets_to_split=["train"] if req.num_workers > 1 else []),
     )
     t0 = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - t0
-    out = result.return_value
+    out = cast(Any, result).return_value  # Train V2: rank 0's return value
     if not isinstance(out, dict):
         raise RuntimeError(f"{req.loop.name}: training returned no result (error: {result.error})")
 
     save_checkpoint(
-        req.checkpoint_path, {k: torch.from_numpy(v) for k, v in out["state_dict"].items()}, req.loop.paradigm, req.loop.experiment, req.loop.spec,
+        req.checkpoint_path,
+        {k: torch.from_numpy(v) for k, v in out["state_dict"].items()},
+        req.loop.paradigm,
+        req.loop.experiment,
+        req.loop.spec,
         {"epoch": out["best_epoch"], "metrics": out["val"]},
     )
     return FitResult(
@@ -84,6 +95,7 @@ def fit(req: FitRequest) -> FitResult:
         val=out["val"],
         best_epoch=out["best_epoch"],
         epochs_run=out["epochs_run"],
+        worker_nodes=list(out["worker_nodes"]),
         wall_seconds=wall,
         checkpoint=req.checkpoint_path,
         test_labels=out["test_labels"],

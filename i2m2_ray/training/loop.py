@@ -83,7 +83,9 @@ def loss_fn(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], spec: TaskSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def predict(
+    model: nn.Module, batches: Iterable[Mapping[str, Tensor]], spec: TaskSpec
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Labels and class probabilities per head over an iterable of batches."""
     model.eval()
     labels: dict[str, list[np.ndarray]] = {h: [] for h in spec.heads}
@@ -111,6 +113,15 @@ def _broadcast(obj: Any) -> Any:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
     return obj
+
+
+def _gather(obj: Any) -> list[Any]:
+    """Every rank's object, in rank order (a one-element list without a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        out: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,7 +156,11 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     if not params:
         raise ValueError(f"{lc.name}: every parameter is frozen; nothing to train")
     optimizer = make_optimizer(params, cfg, lr, wd)
-    weights = {h: torch.tensor(w, dtype=torch.float32, device=device) for h, w in lc.class_weights.items()} if cfg.train.class_weighted else {}
+    weights = (
+        {h: torch.tensor(w, dtype=torch.float32, device=device) for h, w in lc.class_weights.items()}
+        if cfg.train.class_weighted
+        else {}
+    )
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     test_shard = ray.train.get_dataset_shard("test")
@@ -167,7 +182,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         t0 = time.perf_counter()
         seen, total = 0, 0.0
         for batch in train_shard.iter_torch_batches(
-            batch_size=bs, device=device,
+            batch_size=bs,
+            device=device,
             local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
             local_shuffle_seed=cfg.run.seed * 100_003 + epoch * 101 + rank,
         ):
@@ -187,11 +203,13 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             labels, probs = predict(unwrap(model), val_shard.iter_torch_batches(batch_size=bs, device=device), lc.spec)
             metrics = {f"val_{k}": v for k, v in compute_metrics(labels, probs).items()}
         metrics = _broadcast(metrics)
-        metrics.update({
-            "epoch": epoch + 1,
-            "train_loss": total / max(seen, 1),
-            "samples_per_s": seen * world / max(train_time, 1e-9),
-        })
+        metrics.update(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / max(seen, 1),
+                "samples_per_s": seen * world / max(train_time, 1e-9),
+            }
+        )
         value = metrics.get(f"val_{monitor}", math.nan)
         improved = is_better(value, best, mode)
         if improved:
@@ -202,8 +220,14 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0 and improved:
-                save_checkpoint(os.path.join(tmp, MODEL_FILE), best_state or {}, lc.paradigm, lc.experiment, lc.spec,
-                                {"epoch": epoch + 1, "metrics": dict(best_val)})
+                save_checkpoint(
+                    os.path.join(tmp, MODEL_FILE),
+                    best_state or {},
+                    lc.paradigm,
+                    lc.experiment,
+                    lc.spec,
+                    {"epoch": epoch + 1, "metrics": dict(best_val)},
+                )
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
@@ -220,6 +244,9 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 print(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs", flush=True)
             break
 
+    import ray
+
+    nodes = _gather(ray.get_runtime_context().get_node_id())
     if rank != 0:
         return None
     if best_state is None:  # the monitored metric was never defined: keep the last weights
@@ -231,6 +258,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         "val": best_val,
         "best_epoch": best_epoch,
         "epochs_run": epoch + 1,
+        "worker_nodes": nodes,
         "test_labels": labels,
         "test_probs": probs,
         # Ray Train cannot return tensors: ship the weights as NumPy arrays
