@@ -41,6 +41,11 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--smoke-test", action="store_true", help="tiny data and model, 1-2 epochs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in the same --output-dir: finished models are reused",
+    )
     module = dataset_module(experiment)
     if hasattr(module, "add_arguments"):  # dataset-specific flags (e.g. MIMIC's --task)
         module.add_arguments(p)
@@ -83,7 +88,7 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int)
 
 
 def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
-    from i2m2_ray.pipeline import Pipeline, comparison_table
+    from i2m2_ray.pipeline import Pipeline, PipelineError, comparison_table
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(experiment).parse_args(argv)
@@ -103,7 +108,11 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
-        pipeline = Pipeline(cfg, prepared, out, storage_path=args.storage_path)
+        try:
+            pipeline = Pipeline(cfg, prepared, out, storage_path=args.storage_path, resume=args.resume)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         shared = [pipeline.storage]
         if pipeline.uri.startswith("sqlite:"):
             shared.append(str(out))
@@ -115,7 +124,12 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
     print("\nTest metrics per paradigm:")
     print(comparison_table(result.summary, cols))
     print(f"\nsummary: {out / 'summary.json'}")
-    print(f"MLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+    if result.tracking_uri.startswith(("http://", "https://")):
+        print(f"MLflow:  open {result.tracking_uri} (experiment '{cfg.experiment}')")
+    elif result.tracking_uri:
+        print(f"MLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+    else:
+        print(f"MLflow:  tracking failed; upload later with: python -m i2m2_ray.tracking upload {out}")
     print(json.dumps({"parent_run_id": result.parent_run_id}))
     return 0
 

@@ -95,6 +95,7 @@ class RunSettings:
     seed: int = 0
     paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    max_failures: int = 1  # worker failures a model's training survives (resumes from its last epoch)
 
 
 @dataclass

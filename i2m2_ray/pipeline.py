@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,21 @@ def comparison_table(summary: dict[str, dict[str, float]], columns: Sequence[str
     return "\n".join(lines)
 
 
+STATE_FILE = "pipeline.json"
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot start or resume as asked; the message says why."""
+
+
 class Pipeline:
-    """Runs the two stages for one prepared dataset and records everything."""
+    """Runs the two stages for one prepared dataset and records everything.
+
+    Each finished model leaves ``results/<model>.json`` (+ test predictions) and
+    ``checkpoints/<model>.pt`` in the output directory. With ``resume=True`` (the
+    ``--resume`` flag, same output directory and config) finished models are reused and an
+    interrupted Ray Train run continues from its last epoch checkpoint (same run name).
+    """
 
     def __init__(
         self,
@@ -86,16 +100,44 @@ class Pipeline:
         output_dir: str | Path,
         tracking_uri: str | None = None,
         storage_path: str | None = None,
+        resume: bool = False,
     ) -> None:
         self.cfg = cfg
         self.data = prepared
         self.out = Path(output_dir).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
+        self.results_dir = self.out / "results"
         self.uri = tracking_uri or tracking.default_tracking_uri(self.out)
         self.storage = storage_path or str(self.out / "ray_results")
         self.weights = class_weights(prepared.class_counts)
+        self.state = self._load_or_create_state(resume)
+        self.tracker = tracking.Tracker(self.uri, f"{self.results_dir} and {self.out / 'summary.json'}")
 
-    def _request(self, paradigm: str, stage: str, run_id: str, init: dict[str, str]) -> FitRequest:
+    def _load_or_create_state(self, resume: bool) -> dict[str, Any]:
+        path = self.out / STATE_FILE
+        config = self.cfg.to_dict()
+        if resume:
+            if not path.is_file():
+                raise PipelineError(f"--resume: {path} not found; nothing to resume in {self.out}")
+            state: dict[str, Any] = json.loads(path.read_text())
+            if state["config"] != config:
+                raise PipelineError(
+                    f"--resume: the config differs from the one in {path}; resume with the same "
+                    "config and options, or use another --output-dir"
+                )
+            return state
+        # a fresh run: clear results of an earlier run in the same folder
+        if self.results_dir.is_dir():
+            for old in self.results_dir.iterdir():
+                old.unlink()
+        state = {"id": uuid.uuid4().hex[:8], "config": config, "parent_run_id": None}
+        path.write_text(json.dumps(state, indent=2))
+        return state
+
+    def _save_state(self) -> None:
+        (self.out / STATE_FILE).write_text(json.dumps(self.state, indent=2))
+
+    def _request(self, paradigm: str, stage: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
         cfg = self.cfg
         loop = LoopConfig(
             name=paradigm,
@@ -107,7 +149,7 @@ class Pipeline:
             class_weights=self.weights,
             init_checkpoints=init,
             freeze=list(cfg.product.freeze) if stage == "products" else [],
-            tracking_uri=self.uri,
+            tracking_uri=self.tracker.uri,
             run_id=run_id,
             product_weights=dict(cfg.product.weights),
         )
@@ -120,69 +162,115 @@ class Pipeline:
             placement_strategy=cfg.run.placement_strategy,
             storage_path=self.storage,
             checkpoint_path=str(self.out / "checkpoints" / f"{paradigm}.pt"),
+            run_name=f"{paradigm}-{self.state['id']}",
+            max_failures=cfg.run.max_failures,
         )
 
-    def _record(self, run_id: str, res: FitResult) -> None:
+    def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:
+        """Test metrics, checkpoint and ROC plot of one model (and, for a model reused or
+        uploaded after the fact, its per-epoch history) to its child run."""
         from i2m2_ray.plots import roc_figure
 
-        tracking.log_metrics(self.uri, run_id, {f"test_{k}": v for k, v in res.test.items()})
-        tracking.log_metrics(
-            self.uri,
-            run_id,
-            {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
-        )
-        tracking.log_artifact(self.uri, run_id, res.checkpoint, "checkpoint")
         fig = roc_figure(
             res.test_labels, res.test_probs, f"{res.name}: test ROC", self.out / "plots" / f"roc_{res.name}.png"
         )
-        tracking.log_artifact(self.uri, run_id, fig, "plots")
+        if run_id is None:
+            return
+        if history:
+            for h in res.history:
+                self.tracker.call(
+                    tracking.log_metrics, run_id, {k: v for k, v in h.items() if k != "epoch"}, int(h.get("epoch", 0))
+                )
+        self.tracker.call(tracking.log_metrics, run_id, {f"test_{k}": v for k, v in res.test.items()})
+        self.tracker.call(
+            tracking.log_metrics,
+            run_id,
+            {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
+        )
+        self.tracker.call(tracking.log_artifact, run_id, res.checkpoint, "checkpoint")
+        self.tracker.call(tracking.log_artifact, run_id, fig, "plots")
 
     def _stage(
-        self, stage: str, names: list[str], exp_id: str, parent: str, init_for: dict[str, dict[str, str]]
+        self, stage: str, names: list[str], exp_id: str | None, parent: str | None, init_for: dict[str, dict[str, str]]
     ) -> dict[str, FitResult]:
-        """Fit ``names`` concurrently; every child run ends FINISHED or FAILED."""
+        """Fit ``names`` concurrently (reusing finished ones); every child run ends FINISHED
+        or FAILED."""
         import ray
 
         remote = _fit_remote()
-        runs: dict[str, str] = {}
+        runs: dict[str, str | None] = {}
         pending: dict[Any, str] = {}
-        for name in names:
-            runs[name] = tracking.start_run(
-                self.uri,
-                exp_id,
-                name,
-                tags={"dataset": self.cfg.experiment, "paradigm": name, "stage": stage},
-                params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
-                parent_run_id=parent,
-            )
-            pending[remote.remote(self._request(name, stage, runs[name], init_for.get(name, {})))] = name
         results: dict[str, FitResult] = {}
+        for name in names:
+            done = (self.results_dir / f"{name}.json").is_file()
+            tags = {"dataset": self.cfg.experiment, "paradigm": name, "stage": stage}
+            if done:
+                tags["reused"] = "true"  # finished before the driver was lost
+            runs[name] = None
+            if exp_id is not None:
+                runs[name] = self.tracker.call(
+                    tracking.start_run,
+                    exp_id,
+                    name,
+                    tags=tags,
+                    params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
+                    parent_run_id=parent,
+                )
+            if done:
+                print(f"{name}: finished earlier, reusing {self.results_dir / name}.json", flush=True)
+                results[name] = FitResult.load(self.results_dir, name)
+                self._record(runs[name], results[name], history=True)
+                self._end(runs[name], "FINISHED")
+                continue
+            pending[remote.remote(self._request(name, stage, runs[name], init_for.get(name, {})))] = name
         errors: list[str] = []
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            name = pending.pop(done[0])
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            name = pending.pop(ready[0])
             try:
-                res = ray.get(done[0])
-                self._record(runs[name], res)
-                tracking.end_run(self.uri, runs[name], "FINISHED")
-                results[name] = res
+                res = ray.get(ready[0])
             except Exception as exc:
-                tracking.end_run(self.uri, runs[name], "FAILED")
+                self._end(runs[name], "FAILED")
                 errors.append(f"{name}: {exc}")
+                continue
+            res.save(self.results_dir)
+            self._record(runs[name], res, history=False)
+            self._end(runs[name], "FINISHED")
+            results[name] = res
         if errors:
             raise RuntimeError(f"stage '{stage}' failed: " + "; ".join(errors))
         return results
 
-    def run(self) -> PipelineResult:
+    def _end(self, run_id: str | None, status: str) -> None:
+        if run_id is not None:
+            self.tracker.call(tracking.end_run, run_id, status)
+
+    def _start_parent(self) -> tuple[str | None, str | None]:
         cfg = self.cfg
-        exp_id = tracking.get_experiment_id(self.uri, cfg.experiment, self.out / "mlartifacts")
-        parent = tracking.start_run(
-            self.uri,
+        exp_id = self.tracker.call(tracking.get_experiment_id, cfg.experiment, self.out / "mlartifacts")
+        if exp_id is None:
+            return None, None
+        old = self.state.get("parent_run_id")
+        if old:  # resuming: the lost driver's runs are closed as KILLED
+            self.tracker.call(tracking.kill_stale_runs, exp_id, old)
+        tags = {"dataset": cfg.experiment, "stage": "pipeline"}
+        if old:
+            tags["resumed_from"] = old
+        parent = self.tracker.call(
+            tracking.start_run,
             exp_id,
             f"{cfg.experiment}-seed{cfg.run.seed}",
-            tags={"dataset": cfg.experiment, "stage": "pipeline"},
+            tags=tags,
             params={**cfg.to_dict(), "data_info": self.data.info, "sizes": self.data.sizes},
         )
+        if parent is not None:
+            self.state["parent_run_id"] = parent
+            self._save_state()
+        return exp_id, parent
+
+    def run(self) -> PipelineResult:
+        cfg = self.cfg
+        exp_id, parent = self._start_parent()
         t0 = time.perf_counter()
         try:
             components, products = models_to_fit(cfg, self.data)
@@ -196,23 +284,70 @@ class Pipeline:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
                 results.update(self._stage("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
-            summary = {
-                n: {
-                    **results[n].test,
-                    "wall_seconds": results[n].wall_seconds,
-                    "best_epoch": float(results[n].best_epoch),
-                    "num_nodes": float(len(set(results[n].worker_nodes))),
-                }
-                for n in order
-            }
+            summary = {n: summary_entry(results[n]) for n in order}
             summary_path = self.out / "summary.json"
             summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
-            for n, m in summary.items():
-                tracking.log_metrics(self.uri, parent, {f"{n}.{k}": v for k, v in m.items()})
-            tracking.log_metrics(self.uri, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
-            tracking.log_artifact(self.uri, parent, summary_path)
-            tracking.end_run(self.uri, parent, "FINISHED")
+            if parent is not None:
+                for n, m in summary.items():
+                    self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": v for k, v in m.items()})
+                self.tracker.call(tracking.log_metrics, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
+                self.tracker.call(tracking.log_artifact, parent, summary_path)
+                self._end(parent, "FINISHED")
         except BaseException:
-            tracking.end_run(self.uri, parent, "FAILED")
+            self._end(parent, "FAILED")
             raise
-        return PipelineResult(summary, self.out, self.uri, parent)
+        return PipelineResult(summary, self.out, self.tracker.uri or "", parent or "")
+
+
+def summary_entry(res: FitResult) -> dict[str, float]:
+    """One model's line of ``summary.json``: test metrics, training time, placement."""
+    return {
+        **res.test,
+        "wall_seconds": res.wall_seconds,
+        "best_epoch": float(res.best_epoch),
+        "num_nodes": float(len(set(res.worker_nodes))),
+    }
+
+
+def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """Log a finished pipeline's saved results (``results/``, ``summary.json``) to MLflow,
+    e.g. once a tracking server that was down is back. Returns the new parent run id."""
+    out = Path(output_dir).resolve()
+    state = json.loads((out / STATE_FILE).read_text())
+    names = [p.stem for p in sorted((out / "results").glob("*.json"))]
+    if not names:
+        raise PipelineError(f"{out / 'results'}: no saved model results to upload")
+    uri = tracking_uri or tracking.default_tracking_uri(out)
+    cfg = state["config"]
+    exp_id = tracking.get_experiment_id(uri, cfg["experiment"], out / "mlartifacts")
+    parent = tracking.start_run(
+        uri,
+        exp_id,
+        f"{cfg['experiment']}-seed{cfg['run']['seed']}",
+        tags={"dataset": cfg["experiment"], "stage": "pipeline", "uploaded": "true"},
+        params=cfg,
+    )
+    for name in names:
+        res = FitResult.load(out / "results", name)
+        run = tracking.start_run(
+            uri,
+            exp_id,
+            name,
+            tags={"dataset": cfg["experiment"], "paradigm": name, "uploaded": "true"},
+            params={**cfg, "paradigm": name},
+            parent_run_id=parent,
+        )
+        for h in res.history:
+            tracking.log_metrics(uri, run, {k: v for k, v in h.items() if k != "epoch"}, int(h.get("epoch", 0)))
+        tracking.log_metrics(uri, run, {f"test_{k}": v for k, v in res.test.items()})
+        tracking.log_metrics(uri, run, {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch})
+        if Path(res.checkpoint).is_file():
+            tracking.log_artifact(uri, run, res.checkpoint, "checkpoint")
+        plot = out / "plots" / f"roc_{name}.png"
+        if plot.is_file():
+            tracking.log_artifact(uri, run, plot, "plots")
+        tracking.end_run(uri, run, "FINISHED")
+    if (out / "summary.json").is_file():
+        tracking.log_artifact(uri, parent, out / "summary.json")
+    tracking.end_run(uri, parent, "FINISHED")
+    return parent

@@ -101,10 +101,23 @@ def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int =
 
 
 def epoch_logger(uri: str, run_id: str) -> Callable[[Mapping[str, float], int], None]:
-    """A callable that logs one epoch's metrics to ``run_id``."""
+    """A callable that logs one epoch's metrics to ``run_id``; after a failure it warns once
+    and stops logging (the epochs stay in the training result's history)."""
+    limit_retries()
+    alive = [True]
 
     def log(metrics: Mapping[str, float], step: int) -> None:
-        log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
+        if not alive[0]:
+            return
+        try:
+            log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
+        except Exception as exc:
+            alive[0] = False
+            print(
+                f"WARNING: MLflow logging to {uri} failed ({type(exc).__name__}); epochs are kept "
+                "in the run's results and can be uploaded later",
+                flush=True,
+            )
 
     return log
 
@@ -116,3 +129,87 @@ def log_artifact(uri: str, run_id: str, path: str | Path, artifact_path: str | N
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark a run FINISHED / FAILED / KILLED."""
     _client(uri).set_terminated(run_id, status=status)
+
+
+def kill_stale_runs(uri: str, experiment_id: str, parent_run_id: str) -> None:
+    """Close as KILLED a lost driver's parent run and its children still marked RUNNING."""
+    client = _client(uri)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    for run in [*runs, client.get_run(parent_run_id)]:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m i2m2_ray.tracking upload OUTPUT_DIR``: log saved results to MLflow."""
+    import argparse
+
+    from i2m2_ray.pipeline import upload
+
+    p = argparse.ArgumentParser(prog="python -m i2m2_ray.tracking")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upload", help="upload a finished pipeline's saved results")
+    up.add_argument("output_dir")
+    up.add_argument("--tracking-uri", help=f"default: ${TRACKING_ENV}, else the output dir's sqlite store")
+    args = p.parse_args(argv)
+    parent = upload(args.output_dir, args.tracking_uri)
+    print(f"uploaded {args.output_dir} as parent run {parent}")
+    return 0
+
+
+def reachable(uri: str, timeout: float = 5.0) -> bool:
+    """Whether the tracking store answers (an HTTP server's /health; local stores: yes)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def limit_retries() -> None:
+    """Fail fast on a dead server: MLflow's default HTTP retries back off for minutes."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+class Tracker:
+    """MLflow logging that never stops training: the first failure is reported once, with
+    where the results are kept, and tracking is off for the rest of the run."""
+
+    def __init__(self, uri: str, results_hint: str) -> None:
+        limit_retries()
+        self.uri: str | None = uri
+        self.hint = results_hint
+        if not reachable(uri):
+            self._fail(f"the tracking server at {uri} does not answer")
+
+    @property
+    def enabled(self) -> bool:
+        return self.uri is not None
+
+    def _fail(self, why: str) -> None:
+        print(
+            f"WARNING: MLflow tracking failed ({why}); training goes on without it. Results are "
+            f"kept in {self.hint}; upload them later with `python -m i2m2_ray.tracking upload "
+            f"<output-dir>`.",
+            flush=True,
+        )
+        self.uri = None
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(uri, *args, **kwargs)`` if tracking is on; ``None`` after a failure."""
+        if self.uri is None:
+            return None
+        try:
+            return fn(self.uri, *args, **kwargs)
+        except Exception as exc:  # any MLflow/network error: keep training, say so once
+            self._fail(f"{type(exc).__name__}: {str(exc)[:300]}")
+            return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -27,6 +29,9 @@ class FitRequest:
     placement_strategy: str
     storage_path: str
     checkpoint_path: str
+    run_name: str | None = None  # Ray Train run name (default: the model name); same name resumes
+    max_failures: int = 0  # worker failures tolerated; each restarts from the last epoch checkpoint
+    callbacks: list[Any] = field(default_factory=list)  # extra Ray Train RunConfig callbacks
 
 
 @dataclass
@@ -42,12 +47,38 @@ class FitResult:
     checkpoint: str
     test_labels: dict[str, np.ndarray] = field(default_factory=dict)
     test_probs: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``<name>.json`` (metrics, history) and ``<name>_test.npz`` (test labels and
+        probabilities) to ``folder``: enough to report or upload the result later."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {k: v for k, v in asdict(self).items() if k not in ("test_labels", "test_probs")}
+        arrays = {f"labels__{h}": v for h, v in self.test_labels.items()}
+        arrays.update({f"probs__{h}": v for h, v in self.test_probs.items()})
+        np.savez(out / f"{self.name}_test.npz", **arrays)  # type: ignore[arg-type]
+        path = out / f"{self.name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        tmp.replace(path)  # the json appears last and whole: its presence marks a finished model
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, name: str) -> FitResult:
+        """Read back what :meth:`save` wrote."""
+        src = Path(folder)
+        meta = json.loads((src / f"{name}.json").read_text())
+        with np.load(src / f"{name}_test.npz", allow_pickle=False) as z:
+            labels = {k.split("__", 1)[1]: z[k] for k in z.files if k.startswith("labels__")}
+            probs = {k.split("__", 1)[1]: z[k] for k in z.files if k.startswith("probs__")}
+        return cls(**meta, test_labels=labels, test_probs=probs)
 
 
 def fit(req: FitRequest) -> FitResult:
     """Run the training loop on ``req.num_workers`` Ray Train workers; save the best weights
     (with the config that built them) to ``req.checkpoint_path``."""
-    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from i2m2_ray.training.checkpoint import save_checkpoint
@@ -65,9 +96,11 @@ def fit(req: FitRequest) -> FitResult:
             placement_strategy=req.placement_strategy,
         ),
         run_config=RunConfig(
-            name=req.loop.name,
+            name=req.run_name or req.loop.name,
             storage_path=req.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=req.max_failures),
+            callbacks=list(req.callbacks) or None,
         ),
         datasets=dict(req.datasets),
         # one worker reads the whole split: no streaming-split coordinator needed
@@ -96,6 +129,7 @@ def fit(req: FitRequest) -> FitResult:
         best_epoch=out["best_epoch"],
         epochs_run=out["epochs_run"],
         worker_nodes=list(out["worker_nodes"]),
+        history=list(out["history"]),
         wall_seconds=wall,
         checkpoint=req.checkpoint_path,
         test_labels=out["test_labels"],

@@ -27,8 +27,10 @@ from i2m2_ray.config import config_from_dict
 from i2m2_ray.data.base import label_column
 from i2m2_ray.models.build import EncoderFactory, TaskSpec, build_model, load_components
 from i2m2_ray.models.experts import ProductOfExperts
-from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint, unwrap
+from i2m2_ray.training.checkpoint import load_checkpoint, unwrap
 from i2m2_ray.training.metrics import compute_metrics, is_better
+
+STATE_FILE = "train_state.pt"
 
 
 @dataclass
@@ -166,18 +168,29 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     test_shard = ray.train.get_dataset_shard("test")
     bs = cfg.train.batch_size
 
-    client = None
+    log_epoch = None
     if rank == 0 and lc.tracking_uri and lc.run_id:
         from i2m2_ray.tracking import epoch_logger
 
-        client = epoch_logger(lc.tracking_uri, lc.run_id)
+        log_epoch = epoch_logger(lc.tracking_uri, lc.run_id)
 
-    best: float | None = None
-    best_epoch = -1
-    best_state: dict[str, Tensor] | None = None
-    best_val: dict[str, float] = {}
     monitor, mode = cfg.train.monitor, cfg.train.monitor_mode
-    for epoch in range(epochs):
+    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "best_val": {}, "history": []}
+    best_state: dict[str, Tensor] | None = None
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        # a worker died (or the run was restarted): continue after the last finished epoch
+        with resumed.as_directory() as d:
+            saved = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        best_state = saved["best_state"] or None
+        state = saved["state"]
+        if rank == 0:
+            print(f"[{lc.name}] resuming after epoch {state['epoch']} from {resumed.path}", flush=True)
+
+    stopped_early = False
+    for epoch in range(state["epoch"], epochs):
         model.train()
         t0 = time.perf_counter()
         seen, total = 0, 0.0
@@ -211,40 +224,41 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             }
         )
         value = metrics.get(f"val_{monitor}", math.nan)
-        improved = is_better(value, best, mode)
-        if improved:
-            best, best_epoch = value, epoch + 1
+        if is_better(value, state["best"], mode):
+            state["best"], state["best_epoch"] = value, epoch + 1
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
-            best_val = {k: v for k, v in metrics.items() if k.startswith("val_")}
+            state["best_val"] = {k: v for k, v in metrics.items() if k.startswith("val_")}
+        best = state["best"]
         metrics["best_" + monitor] = best if best is not None else math.nan
-        checkpoint = None
+        state["epoch"] = epoch + 1
+        state["history"].append(dict(metrics))
+        stopped_early = state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= cfg.train.patience
+        # every epoch leaves a checkpoint to resume from: weights, optimizer, best weights so far
         with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0 and improved:
-                save_checkpoint(
-                    os.path.join(tmp, MODEL_FILE),
-                    best_state or {},
-                    lc.paradigm,
-                    lc.experiment,
-                    lc.spec,
-                    {"epoch": epoch + 1, "metrics": dict(best_val)},
-                )
+            checkpoint = None
+            if rank == 0:
+                payload = {
+                    "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "best_state": best_state or {},
+                    "state": state,
+                }
+                torch.save(payload, os.path.join(tmp, STATE_FILE))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
             print(
                 f"[{lc.name}] epoch {epoch + 1}/{epochs} loss {metrics['train_loss']:.4f} "
-                f"val {monitor} {value:.4f} (best {metrics['best_' + monitor]:.4f} @ {best_epoch}) "
+                f"val {monitor} {value:.4f} (best {metrics['best_' + monitor]:.4f} @ {state['best_epoch']}) "
                 f"{metrics['samples_per_s']:.0f} samples/s",
                 flush=True,
             )
-            if client is not None:
-                client(metrics, epoch + 1)
-        if best_epoch > 0 and epoch + 1 - best_epoch >= cfg.train.patience:
+            if log_epoch is not None:
+                log_epoch(metrics, epoch + 1)
+        if stopped_early:
             if rank == 0:
                 print(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs", flush=True)
             break
-
-    import ray
 
     nodes = _gather(ray.get_runtime_context().get_node_id())
     if rank != 0:
@@ -255,9 +269,10 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     labels, probs = predict(unwrap(model), test_shard.iter_torch_batches(batch_size=bs, device=device), lc.spec)
     return {
         "test": compute_metrics(labels, probs),
-        "val": best_val,
-        "best_epoch": best_epoch,
-        "epochs_run": epoch + 1,
+        "val": state["best_val"],
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "history": state["history"],
         "worker_nodes": nodes,
         "test_labels": labels,
         "test_probs": probs,

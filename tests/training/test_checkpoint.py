@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_of
 from i2m2_ray.spec import TaskSpec
+from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, spec_of
 
 SPEC = TaskSpec(("a", "b"), {"y": 2})
 

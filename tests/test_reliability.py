@@ -1,0 +1,155 @@
+"""Losing a worker, losing the driver, and a dead tracking server lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, TINY_OVERRIDES, MlflowServer, free_port, kill_group
+
+PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
+
+
+def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int):  # type: ignore[no-untyped-def]
+    from i2m2_ray.config import load_config
+    from i2m2_ray.data import fastmri
+    from i2m2_ray.training.launch import FitRequest, fit
+    from i2m2_ray.training.loop import LoopConfig
+    from i2m2_ray.training.metrics import class_weights
+
+    cfg = load_config(None, [*TINY_OVERRIDES, "train.epochs=4", "train.patience=10", "run.seed=3"])
+    data = fastmri.prepare(cfg, *tiny)
+    loop = LoopConfig(
+        name="inter",
+        paradigm="inter",
+        spec=data.spec,
+        encoders=data.encoders,
+        experiment=cfg.to_dict(),
+        stage="components",
+        class_weights=class_weights(data.class_counts),
+    )
+    req = FitRequest(
+        loop=loop,
+        datasets=data.datasets,
+        num_workers=1,
+        use_gpu=False,
+        cpus_per_worker=1,
+        placement_strategy="PACK",
+        storage_path=str(tmp / "storage"),
+        checkpoint_path=str(tmp / f"{name}.pt"),
+        run_name=name,
+        max_failures=max_failures,
+    )
+    return fit(req)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_resumes_from_last_checkpoint(
+    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from ray.util.state import list_actors
+
+    baseline = fit_inter(tmp_path, tiny_fastmri, "undisturbed", max_failures=0)
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        run_dir = tmp_path / "storage" / "disturbed"
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(run_dir.glob("checkpoint_*")):
+            time.sleep(0.2)
+        time.sleep(0.5)  # into the next epoch
+        for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+            os.kill(actor.pid, signal.SIGKILL)
+            killed.append(actor.pid)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    disturbed = fit_inter(tmp_path, tiny_fastmri, "disturbed", max_failures=1)
+    killer.join(5)
+    assert killed, "no training worker was found to kill"
+    # the restarted worker continued from a checkpoint: same epochs, one history entry each
+    assert disturbed.epochs_run == baseline.epochs_run == 4
+    assert [h["epoch"] for h in disturbed.history] == [1, 2, 3, 4]
+    assert abs(disturbed.test["auroc_mean"] - baseline.test["auroc_mean"]) < 0.15
+    print(
+        f"worker loss: baseline auroc_mean {baseline.test['auroc_mean']:.4f}, "
+        f"after kill {disturbed.test['auroc_mean']:.4f}, epochs {disturbed.epochs_run}"
+    )
+
+
+def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen(
+        [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": dead}
+    env.pop("RAY_ADDRESS", None)
+    # 1. the driver dies once the first models have finished
+    proc = run_script(out, env)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((out / "results").glob("*.json")):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.5)
+    finished_before = sorted(p.stem for p in (out / "results").glob("*.json"))
+    assert finished_before
+    kill_group(proc)
+    # 2. --resume: finished models are reused, the rest trained; tracking failure is reported
+    done = subprocess.run(
+        [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--resume"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    for name in finished_before:
+        assert f"{name}: finished earlier, reusing" in done.stdout
+    assert "MLflow tracking failed" in done.stdout and "upload" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == PARADIGMS
+    assert all((out / "checkpoints" / f"{n}.pt").is_file() for n in PARADIGMS)
+    # 3. the server is back: upload the saved results
+    server = MlflowServer(tmp_path / "mlflow")
+    try:
+        server.wait_ready()
+        up = subprocess.run(
+            [sys.executable, "-m", "i2m2_ray.tracking", "upload", str(out), "--tracking-uri", server.uri],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=server.uri)
+        exp = client.get_experiment_by_name("fastmri")
+        runs = client.search_runs([exp.experiment_id])
+        assert sorted(r.data.tags.get("paradigm", "") for r in runs if r.data.tags.get("paradigm")) == sorted(PARADIGMS)
+        assert all(r.info.status == "FINISHED" for r in runs)
+        for r in runs:
+            if r.data.tags.get("paradigm"):
+                assert "test_auroc_mean" in r.data.metrics
+                assert len(client.get_metric_history(r.info.run_id, "val_auroc_mean")) >= 1
+    finally:
+        server.stop()
