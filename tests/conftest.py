@@ -13,20 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from i2m2_ray.data.fastmri import SMOKE_OVERRIDES
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 
 TINY_SAMPLE = dict(volumes=14, slices=4, height=64, width=36, pad_width=40, crop=32, seed=0)
-TINY_OVERRIDES = [
-    "data.crop_size=32",
-    "data.pad_width=40",
-    "model.width=4",
-    "model.blocks=[1]",
-    "model.groups=2",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "product.epochs=1",
-]
+# the entry points' --smoke-test settings: tiny crop, model and epochs
+TINY_OVERRIDES = list(SMOKE_OVERRIDES)
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,13 @@ def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
     assert sorted(r.data.tags["paradigm"] for r in children) == sorted(PARADIGMS)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "i2m2.auroc_mean" in parent.data.metrics
+    # no secret reaches MLflow: the Ray auth token appears in no param or tag
+    token_file = Path.home() / ".ray" / "auth_token"
+    token = token_file.read_text().strip() if token_file.is_file() else ""
+    for r in runs:
+        values = [*r.data.params.values(), *r.data.tags.values()]
+        assert not token or all(token not in v for v in values)
+        assert not any("token" in k.lower() for k in [*r.data.params, *r.data.tags])
     for child in children:
         assert "test_auroc_mean" in child.data.metrics
         assert child.data.tags["dataset"] == "fastmri"
