@@ -286,7 +286,7 @@ class Pipeline:
             order = [p for p in self.data.spec.paradigms() if p in results]
             summary = {n: summary_entry(results[n]) for n in order}
             summary_path = self.out / "summary.json"
-            summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+            summary_path.write_text(json.dumps(summary, indent=2))  # paradigms in order
             if parent is not None:
                 for n, m in summary.items():
                     self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": v for k, v in m.items()})

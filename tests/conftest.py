@@ -157,17 +157,27 @@ class RayHead:
             "--max-worker-port=39999",
         ]
         self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
-        self.worker = subprocess.Popen(cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+        # a joining node must present the cluster's token (~/.ray/auth_token) to the GCS
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        self.worker = subprocess.Popen(
+            cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
 
     def alive_nodes(self) -> int:
         import json
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.dashboard}/nodes?view=summary", timeout=5) as r:
+        # the dashboard API wants the cluster's token (token authentication is on)
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        req = urllib.request.Request(
+            f"{self.dashboard}/nodes?view=summary", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
             data = json.load(r)
         return sum(1 for n in data["data"]["summary"] if n["raylet"]["state"] == "ALIVE")
 
     def wait_ready(self, timeout: float = 120) -> None:
+        import urllib.error
         import urllib.request
 
         deadline = time.time() + timeout
@@ -177,6 +187,8 @@ class RayHead:
             try:
                 with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (401 without a token): the dashboard is up
             except OSError:
                 time.sleep(1)
         raise TimeoutError(f"Ray head not ready: {Path(self.log.name).read_text()[-3000:]}")

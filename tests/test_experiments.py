@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
             timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        assert "Test metrics per paradigm" in proc.stdout and "mlflow ui" in proc.stdout
+        assert "Test metrics per paradigm" in proc.stdout and f"MLflow:  open {server.uri}" in proc.stdout
         check_outputs(out, server.uri)
         assert not (out / "mlflow.db").exists()  # everything went to the server
         # artifacts were uploaded through the server into its artifact store
@@ -93,12 +94,9 @@ def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     try:
         head.wait_ready()
         head.add_worker_node(num_cpus=2)
-        for _ in range(60):
-            if head.alive_nodes() == 2:
-                break
-            import time
-
-            time.sleep(1)
+        deadline = time.time() + 180  # a node joins in ~10-30 s on a busy 2-core machine
+        while time.time() < deadline and head.alive_nodes() < 2:
+            time.sleep(2)
         assert head.alive_nodes() == 2
         out = tmp_path / "out"
         # the client reads the token that the head wrote to ~/.ray/auth_token

@@ -78,7 +78,7 @@ class FitResult:
 def fit(req: FitRequest) -> FitResult:
     """Run the training loop on ``req.num_workers`` Ray Train workers; save the best weights
     (with the config that built them) to ``req.checkpoint_path``."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from i2m2_ray.training.checkpoint import save_checkpoint
@@ -100,6 +100,8 @@ def fit(req: FitRequest) -> FitResult:
             storage_path=req.storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=req.max_failures),
+            # Train logs every report at INFO; the loop prints its own one line per epoch
+            logging_config=LoggingConfig(log_level="WARNING"),  # type: ignore[call-arg]  # Train V2 RunConfig
             callbacks=list(req.callbacks) or None,
         ),
         datasets=dict(req.datasets),

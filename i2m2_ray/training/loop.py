@@ -8,7 +8,6 @@ checkpointing and the final test evaluation are the same for all.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import random
@@ -137,9 +136,6 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train.torch
 
     lc: LoopConfig = config["loop"]
-    # Train logs every report at INFO; the loop prints its own one line per epoch.
-    for name in ("ray.train", "ray.train.v2._internal.execution.context"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config_from_dict(lc.experiment)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
