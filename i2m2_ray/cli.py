@@ -127,7 +127,9 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
     if result.tracking_uri.startswith(("http://", "https://")):
         print(f"MLflow:  open {result.tracking_uri} (experiment '{cfg.experiment}')")
     elif result.tracking_uri:
-        print(f"MLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        ui = str(mlflow_bin) if mlflow_bin.is_file() else "mlflow"
+        print(f"MLflow:  {ui} ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
     else:
         print(f"MLflow:  tracking failed; upload later with: python -m i2m2_ray.tracking upload {out}")
     print(json.dumps({"parent_run_id": result.parent_run_id}))
