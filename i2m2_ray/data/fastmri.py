@@ -330,6 +330,7 @@ SMOKE_OVERRIDES = (
     "train.epochs=2",
     "train.batch_size=16",
     "product.epochs=1",
+    "product.init=components",  # the smoke run exercises fine-tuning from fitted components
 )
 
 
