@@ -18,6 +18,23 @@ from .conftest import REPO, TINY_OVERRIDES, MlflowServer, free_port, kill_group
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
 
 
+def descendants(root: int) -> list[int]:
+    """PIDs of every process below ``root`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int):  # type: ignore[no-untyped-def]
     from i2m2_ray.config import load_config
     from i2m2_ray.data import fastmri
@@ -55,8 +72,6 @@ def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int):
 def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from ray.util.state import list_actors
-
     baseline = fit_inter(tmp_path, tiny_fastmri, "undisturbed", max_failures=0)
     killed: list[int] = []
 
@@ -66,9 +81,15 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
         while time.time() < deadline and not list(run_dir.glob("checkpoint_*")):
             time.sleep(0.2)
         time.sleep(0.5)  # into the next epoch
-        for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
-            os.kill(actor.pid, signal.SIGKILL)
-            killed.append(actor.pid)
+        # the local Ray of this test process is our child: its train worker is among our descendants
+        for pid in descendants(os.getpid()):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "RayTrainWorker" in cmdline:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
