@@ -87,7 +87,7 @@ class MlflowServer:
         self.log = open(root / "server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         import urllib.request
 
         deadline = time.time() + timeout
@@ -111,6 +111,7 @@ class RayHead:
     kills only its own process group (never ``ray stop``, which stops every Ray here)."""
 
     def __init__(self, num_cpus: int = 4) -> None:
+        # worker port ranges stay below the ephemeral range (32768+) that free_port() draws from.
         # Unix socket paths are limited to ~107 bytes: keep the temp dir short.
         self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
         self.port = free_port()
