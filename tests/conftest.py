@@ -135,7 +135,7 @@ class RayHead:
             f"--metrics-export-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
             "--min-worker-port=20000",
-            "--max-worker-port=29999",
+            "--max-worker-port=24999",
         ]
         self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -154,8 +154,8 @@ class RayHead:
             f"--dashboard-agent-listen-port={free_port()}",
             f"--metrics-export-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
-            "--min-worker-port=30000",
-            "--max-worker-port=39999",
+            "--min-worker-port=25000",
+            "--max-worker-port=29999",
         ]
         self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
         # a joining node must present the cluster's token (~/.ray/auth_token) to the GCS
