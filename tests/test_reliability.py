@@ -120,7 +120,6 @@ def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.faults
 def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
