@@ -173,8 +173,11 @@ class RayHead:
         req = urllib.request.Request(
             f"{self.dashboard}/nodes?view=summary", headers={"Authorization": f"Bearer {token}"}
         )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            data = json.load(r)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                data = json.load(r)
+        except OSError:
+            return 0  # the dashboard is (re)starting: ask again
         return sum(1 for n in data["data"]["summary"] if n["raylet"]["state"] == "ALIVE")
 
     def wait_ready(self, timeout: float = 120) -> None:
