@@ -1,0 +1,291 @@
+"""AV-MNIST (MultiBench layout): a digit seen as an image and heard as a spectrogram.
+
+Real layout (see ../shared/reference/method.md)::
+
+    <data-dir>/image/train_data.npy   (N, 784)       grey values 0-255 (MNIST, energy removed)
+    <data-dir>/image/test_data.npy
+    <data-dir>/audio/train_data.npy   (N, 112, 112)  spectrograms 0-255
+    <data-dir>/audio/test_data.npy
+    <data-dir>/train_labels.npy       (N,)           digits 0-9
+    <data-dir>/test_labels.npy
+
+Any integer or float dtype is accepted for the inputs, int or whole-valued float for the
+labels. Splits are fixed, as in the public code: train = the first 55/60 of the train files
+(55,000 of 60,000), validation = the rest (5,000), test = the test files. ``data.split`` is
+not used.
+
+Modalities: ``image`` ``(1, 28, 28)`` and ``audio`` ``(1, 112, 112)``, both scaled by 1/255
+(float32); one label head ``digit`` (10 classes). Encoders: a LeNet per modality; the two
+inputs differ in shape, so the inter expert fuses late (``model.inter_fusion: concat`` or
+``lrtf``).
+
+Only labels are read on the driver. An index (row number, digit) per split becomes a Ray
+Dataset; ``map_batches`` reads the rows from the memory-mapped ``.npy`` files, checks and
+scales them, so the arrays never pass through the driver.
+
+Config: ``model.width`` = channels of the first LeNet stage (doubling per stage);
+``model.blocks`` = ``[image stages, audio stages]`` (the public code: ``[4, 6]``);
+``data.options.audio_pool`` = average-pool the spectrogram by this factor (1 = as read; the
+CPU demo uses 4, i.e. 28x28); ``data.sample`` = ``{train, test, seed}`` of the generated
+sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.data.arrays import (
+    NUMERIC_KINDS,
+    check_array,
+    check_counts,
+    integer_labels,
+    marker_matches,
+    open_npy,
+    read_rows,
+    write_marker,
+)
+from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "audio")
+HEAD = "digit"
+CLASSES = 10
+IMAGE_SHAPE = (1, 28, 28)
+AUDIO_SIDE = 112
+OPTIONS = {"audio_pool": 1}  # data.options known to this dataset, with defaults
+ROWS_PER_BLOCK = 500
+
+
+def source_files(data_dir: str | Path, split: str) -> dict[str, Path]:
+    """Paths of one split's files: ``image``, ``audio`` and ``labels``."""
+    root = Path(data_dir)
+    return {
+        "image": root / "image" / f"{split}_data.npy",
+        "audio": root / "audio" / f"{split}_data.npy",
+        "labels": root / f"{split}_labels.npy",
+    }
+
+
+def train_val_sizes(n: int) -> tuple[int, int]:
+    """First 55/60 of the train file for training, the rest for validation (55,000 / 5,000
+    of the real 60,000)."""
+    n_train = (11 * n + 6) // 12  # round(n * 55 / 60) in integers
+    return n_train, n - n_train
+
+
+def read_split(data_dir: str | Path, split: str) -> tuple[dict[str, Path], np.ndarray]:
+    """Check one split's files (headers only for the inputs); return paths and digits ``(N,)``.
+
+    Raises:
+        DataError: a missing file, wrong shape or dtype, labels outside 0..9, or different
+            sample counts; the message names the file and field.
+    """
+    paths = source_files(data_dir, split)
+    image = open_npy(paths["image"], f"image/{split}_data.npy, (N, 784) grey values")
+    check_array(image, str(paths["image"]), "image", (None, 784), NUMERIC_KINDS)
+    audio = open_npy(paths["audio"], f"audio/{split}_data.npy, (N, 112, 112) spectrograms")
+    check_array(audio, str(paths["audio"]), "audio", (None, AUDIO_SIDE, AUDIO_SIDE), NUMERIC_KINDS)
+    raw = open_npy(paths["labels"], f"{split}_labels.npy, (N,) digits 0-9")
+    if raw.ndim == 2 and raw.shape[1] == 1:  # a column vector is fine
+        raw = raw[:, 0]
+    check_array(raw, str(paths["labels"]), "labels", (None,), NUMERIC_KINDS)
+    check_counts(
+        {
+            f"image/{split}_data.npy": image.shape[0],
+            f"audio/{split}_data.npy": audio.shape[0],
+            f"{split}_labels.npy": raw.shape[0],
+        },
+        str(Path(data_dir)),
+    )
+    digits = integer_labels(np.asarray(raw), str(paths["labels"]), "labels", 0, CLASSES - 1)
+    return paths, digits
+
+
+class AVMNISTReader:
+    """Ray Data batch UDF: index rows (``row``, ``y_digit``) -> scaled modality arrays.
+
+    Output batch: ``image`` ``(B, 1, 28, 28)`` and ``audio`` ``(B, 1, 112/p, 112/p)``
+    float32 in [0, 1] (``p`` = ``audio_pool``), ``y_digit`` ``(B,)`` int64.
+    """
+
+    def __init__(self, image_path: str, audio_path: str, audio_pool: int = 1) -> None:
+        self.paths = {"image": image_path, "audio": audio_path}
+        self.audio_pool = audio_pool
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": {}}  # memory maps are reopened where it runs
+
+    def _rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.paths[name], mmap_mode="r", allow_pickle=False)
+        values = read_rows(self._arrays[name], rows)
+        lo, hi = (values.min(), values.max()) if values.size else (0, 0)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= 255):
+            flat = values.reshape(len(rows), -1)
+            bad = ~np.isfinite(flat) | (flat < 0) | (flat > 255)
+            i = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise DataError(
+                f"{self.paths[name]}: '{name}' row {int(rows[i])} holds {flat[i][bad[i]][0].item()!r}; "
+                "expected values 0-255"
+            )
+        return values
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch["row"].astype(np.int64)
+        n = len(rows)
+        image = (self._rows("image", rows).astype(np.float32) / 255.0).reshape(n, *IMAGE_SHAPE)
+        audio = self._rows("audio", rows).astype(np.float32) / 255.0
+        p = self.audio_pool
+        if p > 1:
+            s = AUDIO_SIDE // p
+            audio = audio.reshape(n, s, p, s, p).mean(axis=(2, 4), dtype=np.float32)
+        return {
+            "image": np.ascontiguousarray(image, dtype=np.float32),
+            "audio": np.ascontiguousarray(audio[:, None], dtype=np.float32),
+            label_column(HEAD): batch[label_column(HEAD)].astype(np.int64),
+        }
+
+
+def options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``data.options`` with defaults; unknown keys and bad values are errors."""
+    unknown = sorted(set(cfg.data.options) - set(OPTIONS))
+    if unknown:
+        raise DataError(f"unknown data.options key(s) {unknown} for avmnist; known: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **cfg.data.options}
+    pool = opts["audio_pool"]
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1 or AUDIO_SIDE % pool:
+        raise DataError(
+            f"data.options.audio_pool must be a whole divisor of {AUDIO_SIDE} (1, 2, 4, 7, ...), got {pool!r}"
+        )
+    return opts
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """The encoders this dataset can build, checked before any training starts."""
+    if cfg.encoder != "lenet":
+        raise DataError(f"model.encoder={cfg.encoder!r} is not available for avmnist; use 'lenet'")
+    if cfg.inter_fusion == "early":
+        raise DataError(
+            "model.inter_fusion=early stacks the modalities as channels, but AV-MNIST's image (1x28x28) and "
+            "audio (1x112x112) differ in shape; use late fusion: model.inter_fusion=concat or lrtf"
+        )
+    if len(cfg.blocks) != len(MODALITIES) or min(cfg.blocks) < 1:
+        raise DataError(f"model.blocks must list the LeNet stages of [image, audio], e.g. [4, 6]; got {cfg.blocks}")
+
+
+def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
+    """LeNet for one modality: ``(batch, 1, H, W)`` -> ``(batch, width * 2**(stages-1))``.
+
+    Stages per modality come from ``cfg.blocks`` (``[image, audio]``); there is no
+    early-fusion encoder (the modalities differ in shape).
+    """
+    from i2m2_ray.models.encoders import LeNet  # torch: imported by trainers only
+
+    if len(modalities) != 1 or modalities[0] not in MODALITIES:
+        raise ValueError(
+            f"avmnist builds one LeNet per modality (one of {list(MODALITIES)}), got {list(modalities)}; "
+            "set model.inter_fusion to concat or lrtf"
+        )
+    stages = cfg.blocks[MODALITIES.index(modalities[0])]
+    return LeNet(in_channels=1, width=cfg.width, layers=stages)
+
+
+def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
+    """Check the files, cut the fixed splits and build the Ray Datasets."""
+    import ray.data
+
+    opts = options(cfg)
+    check_model(cfg.model)
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found (expected the MultiBench AV-MNIST folder)")
+    train_paths, train_digits = read_split(root, "train")
+    test_paths, test_digits = read_split(root, "test")
+    n_train, n_val = train_val_sizes(len(train_digits))
+    if n_val < 1 or len(test_digits) < 1:
+        raise DataError(
+            f"{root}: {len(train_digits)} training and {len(test_digits)} test rows; need at least 12 and 1 "
+            "(validation takes the last 5/60 of the train files)"
+        )
+    rows = {
+        # the training rows are visited in a seeded random order: files may be sorted by digit
+        "train": np.random.default_rng(cfg.run.seed).permutation(n_train),
+        "val": np.arange(n_train, n_train + n_val),
+        "test": np.arange(len(test_digits)),
+    }
+    digits = {"train": train_digits, "val": train_digits, "test": test_digits}
+    files = {"train": train_paths, "val": train_paths, "test": test_paths}
+    quiet_data_context()
+    datasets: dict[str, ray.data.Dataset] = {}
+    for split, idx in rows.items():
+        index = ray.data.from_items(
+            [{"row": int(r), label_column(HEAD): int(digits[split][r])} for r in idx],
+            override_num_blocks=max(1, min(len(idx) // ROWS_PER_BLOCK, 64)),
+        )
+        reader = AVMNISTReader(str(files[split]["image"]), str(files[split]["audio"]), opts["audio_pool"])
+        datasets[split] = index.map_batches(reader, batch_size=256, batch_format="numpy")
+    counts = np.bincount(train_digits[:n_train], minlength=CLASSES)
+    side = AUDIO_SIDE // opts["audio_pool"]
+    info = {"train_file_rows": len(train_digits), "audio_shape": [1, side, side]}
+    log.info("AV-MNIST: %s", info)
+    return PreparedData(
+        spec=TaskSpec(MODALITIES, {HEAD: CLASSES}),
+        datasets=datasets,
+        encoders=build_encoder,
+        class_counts={HEAD: [int(c) for c in counts]},
+        sizes={s: len(r) for s, r in rows.items()},
+        info=info,
+    )
+
+
+# Columns of the comparison table printed at the end of a run.
+SUMMARY_COLUMNS = ("accuracy", "f1_macro")
+
+SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
+
+# Overrides applied by ``--smoke-test``: a tiny sample and model, one epoch per stage.
+SMOKE_OVERRIDES = (
+    "data.sample={train: 240, test: 80, seed: 0}",
+    "data.options={audio_pool: 4}",
+    "model.width=4",
+    "model.blocks=[1, 1]",
+    "model.head_hidden=8",
+    "train.epochs=1",
+    "train.batch_size=40",
+    "product.epochs=1",
+)
+
+
+def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
+    """Prepare real data from ``data_dir``, or write (once) and prepare the generated sample
+    under ``work_dir/sample_data``."""
+    from i2m2_ray.data.avmnist_sample import write_sample
+
+    if annotations is not None:
+        raise DataError("--annotations is not used by avmnist (labels are the {train,test}_labels.npy files)")
+    if data_dir is None:
+        s = dict(cfg.data.sample)
+        sample_dir = Path(work_dir) / "sample_data"
+        marker = sample_dir / "sample.json"
+        wanted = {**s, "generator": SAMPLE_VERSION}
+        if not marker_matches(marker, wanted):
+            sample_dir.mkdir(parents=True, exist_ok=True)
+            marker.unlink(missing_ok=True)
+            write_sample(
+                sample_dir, train=int(s.get("train", 6000)), test=int(s.get("test", 1500)), seed=int(s.get("seed", 0))
+            )
+            write_marker(marker, wanted)
+        data_dir = str(sample_dir)
+    return prepare(cfg, data_dir)

@@ -1,0 +1,468 @@
+"""MIMIC-III as preprocessed by MultiBench (``im.pk``): static features + hourly series.
+
+Real layout (see ../shared/reference/method.md): one pickle holding a dict
+
+* ``ep_tdata`` ``(N, 24, 12)``: 24 hourly measurements of 12 variables;
+* ``adm_features_all`` ``(N, 5)``: static admission features;
+* ``adm_labels_all`` ``(N, 6)``: mortality flags [in-hospital, 1 day, 2 days, 3 days,
+  30 days, 1 year];
+* ``y_icd9`` ``(N, 20)``: ICD-9 group flags.
+
+Flags may be bool, int or float (0./1.). **A pickle runs code when it is loaded**: it is read
+only with ``--trust-pickle`` (``data.options.trust_pickle: true``), for files you trust.
+Convert it once to a plain ``.npz`` and use that instead (read with ``allow_pickle=False``)::
+
+    python -m i2m2_ray.data.mimic convert im.pk im.npz --trust-pickle
+
+``--data-dir`` may name the ``.pk`` or ``.npz`` file, or a folder holding ``im.npz`` (used
+first) or ``im.pk``.
+
+Preprocessing, as the public code: NaN and inf -> 0, then z-scores (per static feature;
+per series variable over all hours), with the statistics of the training split. Tasks
+(``data.options.task`` / ``--task``):
+
+* ``mortality``: 6 classes -- the first positive flag among columns 1..5 of
+  ``adm_labels_all`` (1 day ... 1 year) gives class 1..5, no positive flag gives 0; column 0
+  (in-hospital) is not used;
+* ``icd9_1``: ``y_icd9[:, 1]`` (group 1, codes 140-239), binary;
+* ``icd9_7``: ``y_icd9[:, 7]`` (group 7, codes 460-519), binary.
+
+Split, fixed by the recipe and independent of ``run.seed`` (``data.split`` is not used):
+``np.random.RandomState(10).permutation(N)``; validation = the first ``N // 10`` of it,
+test = the next ones up to ``N // 5``, train = the rest (``data.options.split_seed``
+changes the 10).
+
+Modalities: ``static`` ``(5,)`` (MLP: ``model.hidden``) and ``timeseries`` ``(24, 12)`` (GRU
+with ``model.width`` hidden units); the inter expert fuses late (``concat`` or ``lrtf``).
+The cleaned arrays are written once as ``.npy`` files under ``<output-dir>/cache/mimic``;
+Ray Data reads rows from them (memory-mapped) and applies the z-scores in ``map_batches``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.data.arrays import (
+    FLAG_KINDS,
+    NUMERIC_KINDS,
+    binary_flags,
+    check_array,
+    check_counts,
+    file_fingerprint,
+    is_zip,
+    marker_matches,
+    read_rows,
+    save_npy_atomic,
+    write_marker,
+)
+from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("static", "timeseries")
+STATIC_FEATURES = 5
+HOURS, SERIES_FEATURES = 24, 12
+# key -> (expected shape with N for the sample count, dtype kinds accepted)
+KEYS: dict[str, tuple[tuple[int | None, ...], str]] = {
+    "ep_tdata": ((None, HOURS, SERIES_FEATURES), NUMERIC_KINDS),
+    "adm_features_all": ((None, STATIC_FEATURES), NUMERIC_KINDS),
+    "adm_labels_all": ((None, 6), FLAG_KINDS),
+    "y_icd9": ((None, 20), FLAG_KINDS),
+}
+TASKS = {"mortality": 6, "icd9_1": 2, "icd9_7": 2}  # task -> classes (the head has its name)
+MONITOR = {"mortality": "balanced_accuracy", "icd9_1": "auroc", "icd9_7": "auroc"}
+OPTIONS: dict[str, Any] = {"task": "mortality", "trust_pickle": False, "split_seed": 10}
+SOURCE_NAMES = ("im.npz", "im.pk")
+CACHE_VERSION = 1
+ROWS_PER_BLOCK = 1000
+
+
+# ---- reading -----------------------------------------------------------------------
+
+
+def resolve_source(data_dir: str | Path) -> Path:
+    """The file to read: ``data_dir`` itself, or ``im.npz`` / ``im.pk`` inside it."""
+    p = Path(data_dir)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for name in SOURCE_NAMES:
+            if (p / name).is_file():
+                return p / name
+        raise DataError(f"{p}: neither {' nor '.join(SOURCE_NAMES)} found (expected the MultiBench MIMIC pickle)")
+    raise DataError(f"{p}: file or folder not found (expected im.pk, or an .npz made by 'convert')")
+
+
+def _unpickle(path: Path) -> Any:
+    with path.open("rb") as fh:
+        try:
+            return pickle.load(fh)
+        except UnicodeDecodeError:  # NumPy arrays pickled by Python 2
+            fh.seek(0)
+            return pickle.load(fh, encoding="latin1")
+
+
+def read_source(path: str | Path, trust_pickle: bool = False) -> dict[str, np.ndarray]:
+    """Read the four arrays from an ``.npz`` (no pickles allowed) or, if trusted, a pickle.
+
+    Raises:
+        DataError: an untrusted pickle, an unreadable file, a missing key, or a value that
+            is not a numeric array; the message names the file and the key.
+    """
+    p = Path(path)
+    if is_zip(p):
+        try:
+            with np.load(p, allow_pickle=False) as npz:
+                missing = [k for k in KEYS if k not in npz.files]
+                if missing:
+                    raise DataError(f"{p}: missing key(s) {missing}; expected {list(KEYS)} (found {npz.files})")
+                out: dict[str, Any] = {}
+                for k in KEYS:
+                    try:
+                        out[k] = npz[k]
+                    except ValueError:
+                        raise DataError(f"{p}: key '{k}' holds Python objects; expected a numeric array") from None
+                return out
+        except DataError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{p}: cannot be read as .npz ({exc})") from None
+    if not trust_pickle:
+        raise DataError(
+            f"{p}: not an .npz archive, so it is read as a pickle, and a pickle can run arbitrary code when "
+            "loaded. Pass --trust-pickle (data.options.trust_pickle=true) only for a file you trust, or "
+            f"convert it once: python -m i2m2_ray.data.mimic convert {p} {p.with_suffix('.npz')} --trust-pickle"
+        )
+    try:
+        data = _unpickle(p)
+    except Exception as exc:  # a broken pickle can raise almost anything
+        raise DataError(f"{p}: cannot be unpickled ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, Mapping):
+        raise DataError(f"{p}: the pickle holds a {type(data).__name__}; expected a dict with keys {list(KEYS)}")
+    missing = [k for k in KEYS if k not in data]
+    if missing:
+        raise DataError(f"{p}: missing key(s) {missing}; expected {list(KEYS)} (found {sorted(map(str, data))})")
+    out = {}
+    for k in KEYS:
+        try:
+            out[k] = np.asarray(data[k])
+        except Exception:
+            raise DataError(f"{p}: key '{k}' is not an array ({type(data[k]).__name__})") from None
+    return out
+
+
+def validate(arrays: Mapping[str, np.ndarray], where: str) -> int:
+    """Check shapes, dtypes and equal sample counts; return N."""
+    for key, (shape, kinds) in KEYS.items():
+        arr = arrays[key]
+        if arr.dtype.kind == "O":
+            raise DataError(f"{where}: '{key}' holds Python objects (dtype object); expected numbers")
+        check_array(arr, where, key, shape, kinds)
+    return check_counts({k: int(arrays[k].shape[0]) for k in KEYS}, where)
+
+
+def clean(x: np.ndarray) -> np.ndarray:
+    """NaN and +-inf -> 0, as float32."""
+    out = np.asarray(x, dtype=np.float32).copy()
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+def mortality_class(adm_labels: np.ndarray) -> np.ndarray:
+    """``(N, 6)`` flags -> ``(N,)`` int64: 1..5 = the first positive among columns 1..5
+    (1 day, 2 days, 3 days, 30 days, 1 year); 0 = none of them (column 0, in-hospital
+    death, is not used). Positive means > 0, so 1 and 1.0 both count."""
+    flags = np.asarray(adm_labels)[:, 1:6] > 0
+    return np.where(flags.any(axis=1), flags.argmax(axis=1) + 1, 0).astype(np.int64)
+
+
+def task_labels(arrays: Mapping[str, np.ndarray], task: str, where: str) -> np.ndarray:
+    """``(N,)`` int64 class of every sample for ``task`` (flags must be 0 or 1)."""
+    if task == "mortality":
+        flags = binary_flags(np.asarray(arrays["adm_labels_all"])[:, 1:6], where, "adm_labels_all[:, 1:6]")
+        return mortality_class(np.concatenate([np.zeros((len(flags), 1), bool), flags], axis=1))
+    if task in TASKS:
+        col = int(task.split("_")[1])
+        return binary_flags(np.asarray(arrays["y_icd9"])[:, col], where, f"y_icd9[:, {col}]").astype(np.int64)
+    raise DataError(f"data.options.task: unknown task {task!r}; expected one of {sorted(TASKS)}")
+
+
+def split_rows(n: int, seed: int = 10) -> dict[str, np.ndarray]:
+    """Rows of each split: a ``RandomState(seed)`` permutation; val = first ``n // 10``,
+    test = up to ``n // 5``, train = the rest."""
+    perm = np.random.RandomState(seed).permutation(n)
+    return {"train": perm[n // 5 :], "val": perm[: n // 10], "test": perm[n // 10 : n // 5]}
+
+
+def zscore_stats(static: np.ndarray, series: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Means and standard deviations of the given (training) rows: ``static`` per feature
+    ``(5,)``, ``series`` per variable over samples and hours ``(12,)``. A constant feature
+    gets sd 1 (it becomes 0, not NaN)."""
+    s = static[rows].astype(np.float64)
+    t = series[rows].astype(np.float64)
+    out = {
+        "static_mean": s.mean(axis=0),
+        "static_std": s.std(axis=0),
+        "series_mean": t.mean(axis=(0, 1)),
+        "series_std": t.std(axis=(0, 1)),
+    }
+    for k in ("static_std", "series_std"):
+        out[k] = np.where(out[k] > 1e-12, out[k], 1.0)
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def convert(src: str | Path, dst: str | Path, trust_pickle: bool = False) -> Path:
+    """Write the four arrays of a (trusted) pickle to an ``.npz`` that loads without pickle."""
+    src, dst = Path(src), Path(dst)
+    arrays = read_source(src, trust_pickle=trust_pickle)
+    validate(arrays, str(src))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp.npz")
+    with tmp.open("wb") as fh:
+        np.savez(fh, **{k: np.ascontiguousarray(arrays[k]) for k in KEYS})  # type: ignore[arg-type]
+    tmp.replace(dst)
+    return dst
+
+
+# ---- Ray Data ----------------------------------------------------------------------
+
+
+class MIMICReader:
+    """Ray Data batch UDF: index rows (``row``, ``y_<task>``) -> z-scored modality arrays.
+
+    Output batch: ``static`` ``(B, 5)``, ``timeseries`` ``(B, 24, 12)`` float32, the label
+    column ``(B,)`` int64.
+    """
+
+    def __init__(self, static_path: str, series_path: str, stats: Mapping[str, np.ndarray], head: str) -> None:
+        self.paths = {"static": static_path, "timeseries": series_path}
+        self.stats = {k: np.asarray(v, dtype=np.float32) for k, v in stats.items()}
+        self.head = head
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": {}}  # memory maps are reopened where it runs
+
+    def _rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.paths[name], mmap_mode="r", allow_pickle=False)
+        return read_rows(self._arrays[name], rows)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch["row"].astype(np.int64)
+        st = self.stats
+        static = (self._rows("static", rows) - st["static_mean"]) / st["static_std"]
+        series = (self._rows("timeseries", rows) - st["series_mean"]) / st["series_std"]
+        col = label_column(self.head)
+        return {
+            "static": static.astype(np.float32),
+            "timeseries": series.astype(np.float32),
+            col: batch[col].astype(np.int64),
+        }
+
+
+def options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``data.options`` with defaults; unknown keys and bad values are errors."""
+    unknown = sorted(set(cfg.data.options) - set(OPTIONS))
+    if unknown:
+        raise DataError(f"unknown data.options key(s) {unknown} for mimic; known: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **cfg.data.options}
+    if opts["task"] not in TASKS:
+        raise DataError(f"data.options.task: unknown task {opts['task']!r}; expected one of {sorted(TASKS)}")
+    if not isinstance(opts["trust_pickle"], bool):
+        raise DataError(f"data.options.trust_pickle must be true or false, got {opts['trust_pickle']!r}")
+    if not isinstance(opts["split_seed"], int) or isinstance(opts["split_seed"], bool):
+        raise DataError(f"data.options.split_seed must be an integer, got {opts['split_seed']!r}")
+    return opts
+
+
+def check_model(cfg: ModelConfig) -> None:
+    if cfg.encoder != "mlp_gru":
+        raise DataError(f"model.encoder={cfg.encoder!r} is not available for mimic; use 'mlp_gru'")
+    if cfg.inter_fusion == "early":
+        raise DataError(
+            "model.inter_fusion=early stacks the modalities as channels, but MIMIC's static (5) and time-series "
+            "(24x12) inputs differ in shape; use late fusion: model.inter_fusion=concat or lrtf"
+        )
+
+
+def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
+    """``static``: MLP ``(batch, 5)`` -> ``(batch, hidden[-1])``; ``timeseries``: GRU
+    ``(batch, 24, 12)`` -> last hidden state ``(batch, width)``."""
+    from i2m2_ray.models.encoders import GRUEncoder, MLPEncoder  # torch: imported by trainers only
+
+    if list(modalities) == ["static"]:
+        return MLPEncoder(STATIC_FEATURES, hidden=cfg.hidden, dropout=cfg.dropout)
+    if list(modalities) == ["timeseries"]:
+        return GRUEncoder(SERIES_FEATURES, hidden=cfg.width)
+    raise ValueError(
+        f"mimic builds one encoder per modality (one of {list(MODALITIES)}), got {list(modalities)}; "
+        "set model.inter_fusion to concat or lrtf"
+    )
+
+
+def write_cache(source: Path, cache_dir: Path, trust_pickle: bool) -> dict[str, Any]:
+    """Read and check the source once; keep cleaned ``static.npy`` / ``timeseries.npy`` and
+    the label arrays under ``cache_dir``. Returns the arrays' paths (reused while the source
+    file is unchanged)."""
+    marker = cache_dir / "cache.json"
+    wanted = {"source": file_fingerprint([source]), "version": CACHE_VERSION}
+    files = {k: cache_dir / f"{k}.npy" for k in ("static", "timeseries", "adm_labels_all", "y_icd9")}
+    if marker_matches(marker, wanted) and all(p.is_file() for p in files.values()):
+        return files
+    arrays = read_source(source, trust_pickle=trust_pickle)
+    n = validate(arrays, str(source))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    save_npy_atomic(files["static"], clean(arrays["adm_features_all"]))
+    save_npy_atomic(files["timeseries"], clean(arrays["ep_tdata"]))
+    save_npy_atomic(files["adm_labels_all"], np.asarray(arrays["adm_labels_all"]))
+    save_npy_atomic(files["y_icd9"], np.asarray(arrays["y_icd9"]))
+    write_marker(marker, wanted)
+    log.info("MIMIC: cached %d samples from %s in %s", n, source, cache_dir)
+    return files
+
+
+def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -> PreparedData:
+    """Read (once) and check the source, split, compute z-score statistics on the training
+    split and build the Ray Datasets."""
+    import ray.data
+
+    opts = options(cfg)
+    check_model(cfg.model)
+    task = str(opts["task"])
+    source = resolve_source(data_dir)
+    files = write_cache(source, Path(work_dir) / "cache" / "mimic", bool(opts["trust_pickle"]))
+    static = np.load(files["static"], mmap_mode="r")
+    series = np.load(files["timeseries"], mmap_mode="r")
+    labels = task_labels({k: np.load(files[k], mmap_mode="r") for k in ("adm_labels_all", "y_icd9")}, task, str(source))
+    rows = split_rows(len(labels), int(opts["split_seed"]))
+    for name, r in rows.items():
+        if len(r) == 0:
+            raise DataError(f"{source}: the '{name}' split is empty ({len(labels)} samples; at least 10 are needed)")
+    stats = zscore_stats(static, series, np.sort(rows["train"]))
+    quiet_data_context()
+    reader = MIMICReader(str(files["static"]), str(files["timeseries"]), stats, task)
+    datasets: dict[str, ray.data.Dataset] = {}
+    for name, r in rows.items():
+        index = ray.data.from_items(
+            [{"row": int(i), label_column(task): int(labels[i])} for i in r],
+            override_num_blocks=max(1, min(len(r) // ROWS_PER_BLOCK, 32)),
+        )
+        datasets[name] = index.map_batches(reader, batch_size=512, batch_format="numpy")
+    counts = np.bincount(labels[rows["train"]], minlength=TASKS[task])
+    info = {"task": task, "source": str(source), "samples": len(labels), "split_seed": int(opts["split_seed"])}
+    log.info("MIMIC: %s", info)
+    return PreparedData(
+        spec=TaskSpec(MODALITIES, {task: TASKS[task]}),
+        datasets=datasets,
+        encoders=build_encoder,
+        class_counts={task: [int(c) for c in counts]},
+        sizes={name: len(r) for name, r in rows.items()},
+        info=info,
+    )
+
+
+# ---- command line hooks and the generated sample -------------------------------------
+
+# Columns of the comparison table: mortality is scored by accuracy, balanced accuracy and
+# macro AUROC, ICD-9 by AUROC and AUPRC (undefined columns print as nan).
+SUMMARY_COLUMNS = ("accuracy", "balanced_accuracy", "auroc", "auprc")
+
+SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
+
+# Overrides applied by ``--smoke-test``: a tiny sample and model, one epoch per stage.
+SMOKE_OVERRIDES = (
+    "data.sample={samples: 300, seed: 0}",
+    "model.width=8",
+    "model.hidden=[8]",
+    "model.head_hidden=8",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "product.epochs=1",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--task`` and ``--trust-pickle`` on the experiment's command line."""
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="mortality (6 classes), icd9_1 or icd9_7 (binary); default: the config's data.options.task",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        default=False,
+        help="allow reading a pickle (im.pk): loading a pickle can run code, use only files you trust",
+    )
+
+
+def argument_overrides(args: argparse.Namespace) -> list[str]:
+    """Config overrides for the flags of :func:`add_arguments` (``--task`` also picks the
+    monitored metric: balanced accuracy for mortality, AUROC for ICD-9)."""
+    out: list[str] = []
+    task = getattr(args, "task", None)
+    if task:
+        out += [f"data.options.task={task}", f"train.monitor={MONITOR[task]}"]
+    if getattr(args, "trust_pickle", False):
+        out.append("data.options.trust_pickle=true")
+    return out
+
+
+def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
+    """Prepare real data from ``data_dir``, or write (once) the generated sample under
+    ``work_dir/sample_data`` (an ``im.pk`` in the real format, converted to ``im.npz``) and
+    prepare that."""
+    from i2m2_ray.data.mimic_sample import write_sample
+
+    if annotations is not None:
+        raise DataError("--annotations is not used by mimic (the labels are inside im.pk)")
+    if data_dir is None:
+        s = dict(cfg.data.sample)
+        sample_dir = Path(work_dir) / "sample_data"
+        marker = sample_dir / "sample.json"
+        wanted = {**s, "generator": SAMPLE_VERSION}
+        if not marker_matches(marker, wanted):
+            sample_dir.mkdir(parents=True, exist_ok=True)
+            marker.unlink(missing_ok=True)
+            pk = write_sample(sample_dir / "im.pk", samples=int(s.get("samples", 10000)), seed=int(s.get("seed", 0)))
+            convert(pk, sample_dir / "im.npz", trust_pickle=True)  # written just now, by us
+            write_marker(marker, wanted)
+        data_dir = str(sample_dir / "im.npz")
+    return prepare(cfg, data_dir, work_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m i2m2_ray.data.mimic convert SRC DST --trust-pickle``."""
+    p = argparse.ArgumentParser(prog="python -m i2m2_ray.data.mimic", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="convert a trusted im.pk to an .npz that loads without pickle")
+    c.add_argument("src", help="the MultiBench im.pk")
+    c.add_argument("dst", help="the .npz to write")
+    c.add_argument("--trust-pickle", action="store_true", help="confirm that the pickle comes from a trusted source")
+    args = p.parse_args(argv)
+    try:
+        out = convert(args.src, args.dst, trust_pickle=args.trust_pickle)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""End-to-end: the AV-MNIST and MIMIC entry points on a local Ray (``--smoke-test``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+
+def run_smoke(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, script, "--smoke-test", "--output-dir", str(out), "--seed", "1", *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def check_outputs(out: Path, experiment: str, paradigms: list[str], head: str, metrics: list[str]) -> None:
+    """summary.json, checkpoints and the MLflow parent/child runs of one pipeline."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == paradigms
+    for name, m in summary.items():
+        for key in [*metrics, *(f"{k}_{head}" for k in metrics), "wall_seconds"]:
+            assert key in m, (name, key)
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["wall_seconds"] > 0
+        assert (out / "checkpoints" / f"{name}.pt").is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["paradigm"] for r in children) == sorted(paradigms)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for child in children:
+        assert child.data.tags["dataset"] == experiment
+        assert f"test_{metrics[0]}" in child.data.metrics and f"test_{metrics[0]}_{head}" in child.data.metrics
+        assert len(client.get_metric_history(child.info.run_id, f"val_{metrics[0]}")) >= 1
+        assert {"checkpoint", "plots"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+@pytest.mark.slow
+def test_avmnist_smoke_on_local_ray(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_smoke("experiments/avmnist.py", out)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Test metrics per paradigm" in proc.stdout and "f1_macro" in proc.stdout
+    paradigms = ["unimodal_image", "unimodal_audio", "inter", "intra", "i2m2"]
+    check_outputs(out, "avmnist", paradigms, "digit", ["accuracy", "f1_macro", "balanced_accuracy"])
+    assert (out / "sample_data" / "audio" / "train_data.npy").is_file()
+
+
+@pytest.mark.slow
+def test_mimic_smoke_on_local_ray(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_smoke("experiments/mimic.py", out, "--task", "icd9_1")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Test metrics per paradigm" in proc.stdout
+    paradigms = ["unimodal_static", "unimodal_timeseries", "inter", "intra", "i2m2"]
+    check_outputs(out, "mimic", paradigms, "icd9_1", ["auroc", "auprc", "accuracy"])
+    assert (out / "sample_data" / "im.pk").is_file() and (out / "sample_data" / "im.npz").is_file()

@@ -1,0 +1,475 @@
+"""Hyper-parameter search: the search space and its mapping onto configs (fast), and real
+sweeps on a local Ray (slow): ASHA stops trials, MLflow records them, an interrupted sweep
+resumes without running its finished trials again."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from i2m2_ray.config import ConfigError, load_config, parse_override
+from i2m2_ray.spec import TaskSpec
+from i2m2_ray.tuning import (
+    EXPERTS_KEY,
+    SearchSpace,
+    TrialRecipe,
+    TrialRow,
+    check_space,
+    importance_artifacts,
+    load_search_file,
+    optuna_study,
+    parse_params,
+    parse_search_file,
+    rank_rows,
+    ranking_table,
+    to_yaml,
+    trial_concurrency,
+)
+
+from .conftest import REPO
+
+SPEC = TaskSpec(("magnitude", "phase"), {h: 2 for h in ("abnormal", "acl", "cartilage", "mtear")})
+SEARCH_DIR = REPO / "configs" / "search"
+
+
+def recipe_for(path: Path) -> TrialRecipe:
+    sf = load_search_file(path)
+    base = load_config(sf.base_config or REPO / "configs" / "fastmri_demo.yaml", sf.overrides)
+    return TrialRecipe(sf.space.bind(base, SPEC), base.to_dict())
+
+
+def space_of(params: dict[str, Any], base_overrides: tuple[str, ...] = ()) -> TrialRecipe:
+    base = load_config(REPO / "configs" / "fastmri_demo.yaml", list(base_overrides))
+    return TrialRecipe(SearchSpace(parse_params(params)).bind(base, SPEC), base.to_dict())
+
+
+def samples(recipe: TrialRecipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` define-by-run samples drawn with Optuna's random sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        recipe.space(trial)
+        out.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Search space -> overrides -> config
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1e-05, 3.0e-4, 0.5, 7, True, None, "lrtf", [1, 1], {"inter": 2e-06}])
+def test_override_values_read_back_as_written(value: Any) -> None:
+    parsed = parse_override(f"a.b={to_yaml(value)}")["a"]["b"]
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("name", ["fastmri_demo", "fastmri", "tiny", "default"])
+def test_every_shipped_space_samples_valid_configs(name: str) -> None:
+    recipe = recipe_for(SEARCH_DIR / f"{name}.yaml")
+    check_space(recipe)
+    for raw in samples(recipe, 40):
+        plan = recipe.plan(raw)
+        assert plan.paradigm in ("intra", "i2m2")
+        assert plan.config.product.freeze != list(SPEC.components(plan.paradigm))  # something trains
+        for name_, value in plan.values.items():
+            if "." in name_ and name_.split(".")[0] in ("model", "data") and name_ != EXPERTS_KEY:
+                section, key = name_.split(".", 1)
+                assert getattr(getattr(plan.config, section), key) == value
+
+
+def test_conditional_parameters_appear_only_when_their_condition_holds() -> None:
+    recipe = recipe_for(SEARCH_DIR / "fastmri_demo.yaml")
+    seen_rank = seen_freeze = 0
+    for raw in samples(recipe, 80):
+        scratch = raw["product.init"] == "scratch"
+        # the backbone is searched only for products trained from scratch
+        assert ("model.width" in raw) == scratch
+        assert ("data.crop_size" in raw) == scratch
+        # the fusion rank exists only for low-rank tensor fusion
+        assert ("model.fusion_rank" in raw) == (raw.get("model.inter_fusion") == "lrtf")
+        seen_rank += "model.fusion_rank" in raw
+        # freezing is sampled only for products initialised from fitted components
+        assert any(k.startswith("product.freeze.") for k in raw) == (not scratch)
+        seen_freeze += not scratch
+        # an exponent for every expert in the product, and only for those
+        experts = recipe.plan(raw).values.get(EXPERTS_KEY)
+        weights = {k.rsplit(".", 1)[1] for k in raw if k.startswith("product.weights.")}
+        assert weights == set(experts)
+    assert seen_rank and seen_freeze
+
+
+def test_experts_left_out_get_exponent_zero_and_are_frozen() -> None:
+    recipe = space_of(
+        {
+            "product.experts": {"choices": ["all", "modalities", ["magnitude", "inter"]]},
+            "product.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        }
+    )
+    plan = recipe.plan({"product.experts": "magnitude+inter", "product.lr": 2e-3})
+    assert plan.paradigm == "i2m2"
+    assert plan.config.product.weights == {"phase": 0.0}
+    assert plan.config.product.freeze == ["phase"]
+    assert plan.config.product.lr == pytest.approx(2e-3)
+    assert "product.lr=0.002" in plan.overrides
+
+    plan = recipe.plan({"product.experts": "modalities", "product.lr": 1e-3})
+    assert plan.paradigm == "intra"
+    assert plan.config.product.weights == {} and plan.config.product.freeze == []
+
+    plan = recipe.plan({"product.experts": "all", "product.lr": 1e-3})
+    assert plan.paradigm == "i2m2" and plan.config.product.freeze == []
+
+
+def test_freeze_and_weights_map_onto_the_product_keys() -> None:
+    recipe = space_of(
+        {
+            "product.init": {"choices": ["components", "scratch"]},
+            "product.freeze": {"when": {"product.init": "components"}},
+            "product.weights": {"low": 0.5, "high": 2.0},
+        }
+    )
+    raw = {
+        "product.init": "components",
+        "product.freeze.magnitude": True,
+        "product.freeze.phase": False,
+        "product.freeze.inter": True,
+        "product.weights.magnitude": 0.5,
+        "product.weights.phase": 1.5,
+        "product.weights.inter": 2.0,
+    }
+    cfg = recipe.plan(raw).config
+    assert cfg.product.init == "components"
+    assert cfg.product.freeze == ["magnitude", "inter"]
+    assert cfg.product.weights == {"magnitude": 0.5, "phase": 1.5, "inter": 2.0}
+    # with every other expert frozen, the last one is not asked about: it must train
+    for raw in samples(recipe, 60, seed=3):
+        cfg = recipe.plan(raw).config
+        assert len(cfg.product.freeze) < 3
+        if raw["product.init"] == "scratch":
+            assert cfg.product.freeze == [] and not any(k.startswith("product.freeze") for k in raw)
+
+
+def test_decode_rejects_missing_and_inactive_parameters() -> None:
+    recipe = space_of(
+        {
+            "model.inter_fusion": {"choices": ["early", "lrtf"]},
+            "model.fusion_rank": {"low": 2, "high": 8, "int": True, "when": {"model.inter_fusion": "lrtf"}},
+        }
+    )
+    assert recipe.plan({"model.inter_fusion": "lrtf", "model.fusion_rank": 4}).config.model.fusion_rank == 4
+    with pytest.raises(ConfigError, match="not active"):
+        recipe.plan({"model.inter_fusion": "early", "model.fusion_rank": 4})
+    with pytest.raises(ConfigError, match="missing"):
+        recipe.plan({"model.inter_fusion": "lrtf"})
+    with pytest.raises(ConfigError, match="not one of"):
+        recipe.plan({"model.inter_fusion": "attention"})
+
+
+def test_conditions_may_name_config_keys_that_are_not_searched() -> None:
+    params = {"model.fusion_rank": {"low": 2, "high": 8, "int": True, "when": {"model.inter_fusion": "lrtf"}}}
+    assert samples(space_of(params), 3) == [{}, {}, {}]  # demo config: early fusion
+    lrtf = samples(space_of(params, ("model.inter_fusion=lrtf",)), 3)
+    assert all(2 <= s["model.fusion_rank"] <= 8 for s in lrtf)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model.width": {"choice": [4]}}, "unknown key"),
+        ({"model.width": {"low": 8, "high": 4}}, "must be below"),
+        ({"model.width": {"choices": [4], "low": 1, "high": 2}}, "either choices"),
+        (
+            {
+                "model.fusion_rank": {"low": 2, "high": 8, "int": True, "when": {"model.inter_fusion": "lrtf"}},
+                "model.inter_fusion": {"choices": ["early", "lrtf"]},
+            },
+            "listed after it",
+        ),
+        ({"product.freeze": {"choices": [True]}}, "takes no choices"),
+        ({"product.experts": {"choices": [["magnitude"], "everything"]}}, "list of expert names"),
+    ],
+)
+def test_bad_search_spaces_are_rejected_with_the_parameter_named(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_params(params)
+
+
+def test_a_choice_the_config_refuses_fails_before_the_sweep() -> None:
+    with pytest.raises(ConfigError, match="model.dropout"):
+        check_space(space_of({"model.dropout": {"choices": [0.1, 1.5]}}))
+    with pytest.raises(ConfigError, match="not a config key"):
+        space_of({"model.widht": {"choices": [4, 8]}})
+    # keys inside a free-form mapping field (dataset options) are allowed
+    assert space_of({"data.options.audio_pool": {"choices": [1, 4]}}).plan(
+        {"data.options.audio_pool": 4}
+    ).config.data.options == {"audio_pool": 4}
+    with pytest.raises(ConfigError, match="unknown expert"):
+        space_of({"product.experts": {"choices": [["magnitude", "audio"]]}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_search_file({"params": {"product.lr": {"low": 1e-4, "high": 1e-2}}, "trials": 3}, Path("x.yaml"))
+
+
+def test_optuna_search_uses_the_space_and_survives_a_save_and_restore(tmp_path: Path) -> None:
+    from ray.tune.search.optuna import OptunaSearch
+
+    recipe = recipe_for(SEARCH_DIR / "fastmri_demo.yaml")
+
+    def searcher() -> OptunaSearch:
+        return OptunaSearch(space=recipe.space, metric="val_auroc_mean", mode="max", seed=7)
+
+    first = searcher()
+    configs = [first.suggest(f"t{i}") for i in range(3)]
+    for i, c in enumerate(configs):
+        recipe.plan(c)
+        first.on_trial_complete(f"t{i}", {"val_auroc_mean": 0.5 + i / 10})
+    again = [searcher().suggest(f"t{i}") for i in range(1)]
+    assert again[0] == configs[0]  # seeded: the same first proposal
+    first.save(str(tmp_path / "searcher.pkl"))  # what a sweep checkpoint holds
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    recipe.plan(restored.suggest("t3"))
+    pickle.loads(pickle.dumps(recipe))
+
+
+def test_trial_concurrency_follows_the_cluster() -> None:
+    cfg = load_config(REPO / "configs" / "fastmri_demo.yaml")
+    assert trial_concurrency(4, {"CPU": 6}, cfg, trials=40) == 4
+    assert trial_concurrency(4, {"CPU": 3}, cfg, trials=40) == 2  # one CPU kept for the data
+    assert trial_concurrency(4, {"CPU": 2}, cfg, trials=40) == 1
+    assert trial_concurrency(4, {"CPU": 1}, cfg, trials=40) == 1
+    assert trial_concurrency(8, {"CPU": 64}, cfg, trials=3) == 3
+    two = load_config(REPO / "configs" / "fastmri_demo.yaml", ["run.num_workers=2", "run.cpus_per_worker=2"])
+    assert trial_concurrency(8, {"CPU": 17}, two, trials=40) == 4
+    gpu = load_config(REPO / "configs" / "fastmri_demo.yaml", ["run.use_gpu=true", "run.num_workers=2"])
+    assert trial_concurrency(8, {"CPU": 64, "GPU": 4}, gpu, trials=40) == 2
+    with pytest.raises(ConfigError, match="GPU"):
+        trial_concurrency(8, {"CPU": 64}, gpu, trials=40)
+
+
+def test_ranking_study_importance_and_history_plot(tmp_path: Path) -> None:
+    recipe = space_of(
+        {
+            "product.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "product.weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+        }
+    )
+    rows = []
+    for i, raw in enumerate(samples(recipe, 8, seed=1)):
+        score = 1.0 - abs(math.log10(raw["product.lr"]) + 3)  # best at lr = 1e-3
+        status = "completed" if i % 3 else "stopped"
+        rows.append(TrialRow(f"t{i:02d}", status, score, 3 if status == "completed" else 1, raw, {}, [score]))
+    ranked = rank_rows(rows, "max")
+    assert [r.score for r in ranked] == sorted((r.score for r in rows), reverse=True)
+    table = ranking_table(ranked, "val_auroc_mean", [])
+    assert table.splitlines()[0].split()[:5] == ["rank", "trial", "status", "val_auroc_mean", "epochs"]
+    study = optuna_study(rows, recipe.space, "max")
+    assert len(study.trials) == 8
+    assert sum(t.state.name == "PRUNED" for t in study.trials) == 3
+    importance, files = importance_artifacts(study, tmp_path, seed=0)
+    assert set(importance) == {"product.lr", "product.weight_decay"}
+    assert importance["product.lr"] > importance["product.weight_decay"]
+    assert files["optimization_history"].stat().st_size > 1000
+    assert "product.lr" in files["param_importance"].read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Real sweeps (experiments/search.py as a subprocess, each with its own local Ray)
+# ---------------------------------------------------------------------------------------
+
+TINY_SPACE = """
+experiment: fastmri
+base_config: {base}
+overrides:
+  - data.crop_size=32
+  - data.pad_width=40
+  - "data.sample={{volumes: 14, slices: 4, height: 64, width: 36, seed: 0}}"
+  - model.width=4
+  - model.blocks=[1]
+  - model.groups=2
+  - train.batch_size=16
+  - product.epochs=3
+asha: {{grace_period: 1, reduction_factor: 3}}
+params:
+  product.init: {{choices: [scratch]}}
+  product.experts: {{choices: [all, modalities]}}
+  product.lr: {{low: 1.0e-4, high: 3.0e-2, log: true}}
+  model.inter_fusion: {{choices: [early, lrtf]}}
+  model.fusion_rank: {{low: 2, high: 8, int: true, when: {{model.inter_fusion: lrtf}}}}
+"""
+
+
+def sweep_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def search_cmd(out: Path, space: Path, trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "experiments/search.py",
+        "--experiment",
+        "fastmri",
+        "--space",
+        str(space),
+        "--trials",
+        str(trials),
+        "--max-concurrent",
+        "2",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
+
+
+def mlflow_runs(out: Path) -> tuple[Any, Any, list[Any]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("fastmri-search")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "search"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return client, parents[0], children
+
+
+def tune_trials(out: Path) -> dict[str, str]:
+    """Trial id -> status in the newest saved experiment state (empty before the first)."""
+    files = sorted(glob.glob(str(out / "ray_results" / "search-fastmri" / "experiment_state-*.json")))
+    if not files:
+        return {}
+    try:
+        data = json.loads(Path(files[-1]).read_text())
+    except (json.JSONDecodeError, OSError):
+        return {}  # caught mid-write
+    out_: dict[str, str] = {}
+    for item in data["trial_data"]:
+        state = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+        out_[state["trial_id"]] = state["status"]
+    return out_
+
+
+@dataclass
+class Sweep:
+    out: Path
+    finished_before_kill: dict[str, str]  # trial id -> status saved before the kill
+    results_before: dict[str, str]  # trial id -> its result.json before the resume
+    resumed_at_ms: float
+    resumed: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """One real sweep, shared by the two tests below (a sweep costs minutes on 2 cores): 6
+    trials with ASHA on tiny data, two at a time; the driver and its local Ray are killed
+    once two trials have finished, then ``--resume`` completes it."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    space = tmp / "space.yaml"
+    space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
+    out = tmp / "out"
+    log = (tmp / "first.log").open("w")
+    first = subprocess.Popen(
+        search_cmd(out, space, 6),
+        cwd=REPO,
+        env=sweep_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the local Ray dies with it
+    )
+    finished: dict[str, str] = {}
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None:
+            finished = {t: s for t, s in tune_trials(out).items() if s == "TERMINATED"}
+            if len(finished) >= 2:
+                break
+            time.sleep(1)
+        assert len(finished) >= 2, (tmp / "first.log").read_text()[-4000:]
+    finally:
+        try:
+            os.killpg(first.pid, signal.SIGKILL)  # the driver and its local Ray, mid-sweep
+        except ProcessLookupError:
+            pass
+        first.wait(60)
+        log.close()
+    assert first.returncode == -signal.SIGKILL, "the sweep ended before it could be interrupted"
+    trial_dirs = out / "ray_results" / "search-fastmri"
+    before = {t: (trial_dirs / f"trial_{t}" / "result.json").read_text() for t in finished}
+    resumed_at = time.time() * 1000
+    resumed = subprocess.run(
+        search_cmd(out, space, 6, "--resume"), cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=900
+    )
+    (tmp / "resumed.log").write_text(resumed.stdout + resumed.stderr)
+    assert resumed.returncode == 0, resumed.stdout[-5000:] + resumed.stderr[-5000:]
+    return Sweep(out, finished, before, resumed_at, resumed)
+
+
+@pytest.mark.slow
+def test_sweep_with_asha_stops_trials_and_records_every_run(sweep: Sweep) -> None:
+    assert "Best trial" in sweep.resumed.stdout and "Trials, best first" in sweep.resumed.stdout
+    final = tune_trials(sweep.out)
+    assert len(final) == 6 and set(final.values()) == {"TERMINATED"}
+
+    client, parent, children = mlflow_runs(sweep.out)
+    assert parent.info.status == "FINISHED"
+    assert len({c.data.tags["trial_id"] for c in children}) == 6
+    assert all(c.info.status in ("FINISHED", "FAILED", "KILLED") for c in children)
+    outcomes = [c.data.tags.get("outcome") for c in children]
+    assert "stopped_early" in outcomes, outcomes  # ASHA stopped at least one trial...
+    assert "completed" in outcomes  # ...and at least one ran to the end
+    for c in children:
+        history = client.get_metric_history(c.info.run_id, "val_auroc_mean")
+        assert len(history) >= 1 and "objective" in c.data.metrics
+        assert c.data.params["product.lr"] and c.data.tags["paradigm"] in ("intra", "i2m2")
+        if c.data.tags["outcome"] == "completed":
+            assert "test_auroc_mean" in c.data.metrics and {m.step for m in history} == {1, 2, 3}
+        else:
+            assert "test_auroc_mean" not in c.data.metrics and max(m.step for m in history) < 3
+    search_arts = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert {"search/param_importance.csv", "search/optimization_history.png", "search/ranking.txt"} <= search_arts
+    assert client.list_artifacts(parent.info.run_id, "best_checkpoint")
+    assert "best_objective" in parent.data.metrics
+    assert parent.data.metrics["trials_stopped_early"] >= 1
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep: Sweep) -> None:
+    final = tune_trials(sweep.out)
+    assert set(sweep.finished_before_kill) <= set(final) and len(final) == 6
+    trial_dirs = sweep.out / "ray_results" / "search-fastmri"
+    for t, before in sweep.results_before.items():  # no new result from a finished trial
+        assert (trial_dirs / f"trial_{t}" / "result.json").read_text() == before
+    for t in sweep.finished_before_kill:  # and no training started for it again
+        assert f"[trial_{t}] epoch" not in sweep.resumed.stdout
+    assert "resuming sweep 'search-fastmri'" in sweep.resumed.stdout
+
+    client, parent, children = mlflow_runs(sweep.out)
+    assert parent.data.tags.get("resumed") == "1"
+    by_trial: dict[str, list[Any]] = {}
+    for c in children:
+        by_trial.setdefault(c.data.tags["trial_id"], []).append(c)
+    assert set(by_trial) == set(final)
+    for t in sweep.finished_before_kill:
+        (run,) = by_trial[t]  # one run, written before the interruption
+        assert run.info.start_time < sweep.resumed_at_ms
+        assert run.info.status in ("FINISHED", "FAILED")
