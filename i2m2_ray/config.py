@@ -50,9 +50,11 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64])
     head_hidden: int = 0
     dropout: float = 0.0
-    inter_fusion: str = "early"  # early | concat | lrtf
+    inter_fusion: str = "early"  # early | concat | lrtf | joint (one encoder over the modality dict)
     fusion_dim: int = 64
     fusion_rank: int = 40
+    # Free-form, encoder-specific options (e.g. the transformers backbones of VQA / NLVR2).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +73,13 @@ class TrainConfig:
     monitor_mode: str = "max"
     class_weighted: bool = True
     shuffle_buffer: int = 256
+    # Performance options (the same loop; see benchmarks/README.md for what each buys).
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size x this)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; loss and weights stay fp32)
+    channels_last: bool = False  # NHWC memory format for the model and 4-D inputs (GPU convolutions)
+    compile: bool = False  # torch.compile the model's forward (in place: checkpoints keep their keys)
+    prefetch_batches: int = 1  # batches Ray Data prepares ahead of the one being trained on
+    pin_memory: bool = False  # page-locked host batches, for faster host-to-GPU copies
 
 
 @dataclass
@@ -122,6 +131,18 @@ class ExperimentConfig:
             (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
             (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
             (
+                self.train.grad_accum_steps >= 1,
+                f"train.grad_accum_steps must be >= 1, got {self.train.grad_accum_steps}",
+            ),
+            (
+                self.train.precision in ("fp32", "bf16"),
+                f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}",
+            ),
+            (
+                self.train.prefetch_batches >= 0,
+                f"train.prefetch_batches must be >= 0, got {self.train.prefetch_batches}",
+            ),
+            (
                 self.train.optimizer in ("adamw", "sgd"),
                 f"train.optimizer must be 'adamw' or 'sgd', got {self.train.optimizer!r}",
             ),
@@ -134,8 +155,8 @@ class ExperimentConfig:
                 f"product.init must be 'components' or 'scratch', got {self.product.init!r}",
             ),
             (
-                self.model.inter_fusion in ("early", "concat", "lrtf"),
-                f"model.inter_fusion must be one of early, concat, lrtf; got {self.model.inter_fusion!r}",
+                self.model.inter_fusion in ("early", "concat", "lrtf", "joint"),
+                f"model.inter_fusion must be one of early, concat, lrtf, joint; got {self.model.inter_fusion!r}",
             ),
             (self.model.fusion_rank >= 1, f"model.fusion_rank must be >= 1, got {self.model.fusion_rank}"),
             (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),

@@ -46,3 +46,24 @@ def test_out_of_range_values_are_named(override: str, message: str) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.grad_accum_steps=0", "train.grad_accum_steps must be >= 1"),
+        ("train.precision=fp16", "train.precision must be 'fp32' or 'bf16'"),
+        ("train.prefetch_batches=-1", "train.prefetch_batches must be >= 0"),
+        ("train.channels_last=maybe", "config key 'train.channels_last': expected true/false"),
+    ],
+)
+def test_performance_options_are_validated(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_performance_options_default_to_the_plain_loop() -> None:
+    t = load_config(None).train
+    assert (t.grad_accum_steps, t.precision, t.channels_last, t.compile) == (1, "fp32", False, False)
+    t = load_config(None, ["train.grad_accum_steps=4", "train.precision=bf16", "train.compile=true"]).train
+    assert (t.grad_accum_steps, t.precision, t.compile) == (4, "bf16", True)
