@@ -152,6 +152,7 @@ class Pipeline:
             tracking_uri=self.tracker.uri,
             run_id=run_id,
             product_weights=dict(cfg.product.weights),
+            test_sets=sorted(k for k in self.data.datasets if k.startswith("test_")),
         )
         return FitRequest(
             loop=loop,

@@ -19,7 +19,9 @@ def roc_figure(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]
     fig, ax = plt.subplots(figsize=(5, 5))
     for head in sorted(labels):
         y, p = np.asarray(labels[head]), np.asarray(probs[head])
-        if p.shape[1] == 2:
+        if y.ndim == 2:  # multi-label soft scores: an answer is positive where its score is > 0
+            yt, score = (y > 0).ravel().astype(int), p.ravel()
+        elif p.shape[1] == 2:
             yt, score = y, p[:, 1]
         else:
             yt = (y[:, None] == np.arange(p.shape[1])[None]).ravel().astype(int)

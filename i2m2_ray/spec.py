@@ -11,10 +11,16 @@ PRODUCTS = ("intra", "i2m2")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Modality names and label heads (name -> number of classes)."""
+    """Modality names and label heads (name -> number of classes).
+
+    A head named in ``multilabel`` predicts every class independently (a sigmoid per class,
+    targets are per-class scores in [0, 1], e.g. VQA's soft answer scores); the others are
+    softmax heads over mutually exclusive classes.
+    """
 
     modalities: tuple[str, ...]
     heads: Mapping[str, int] = field(default_factory=dict)
+    multilabel: tuple[str, ...] = ()
 
     def paradigms(self) -> list[str]:
         """Model names of the four paradigms: ``unimodal_<m>`` per modality, then the rest."""

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from i2m2_ray.config import ModelConfig
 from i2m2_ray.models.experts import (
     EarlyFusionExpert,
+    JointFusionExpert,
     LateFusionExpert,
     MultiHead,
     ProductOfExperts,
@@ -41,6 +42,9 @@ def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderF
             raise ValueError(f"unknown modality '{name}'; modalities: {list(spec.modalities)}")
         enc = encoders([name], cfg)
         return UnimodalExpert(name, enc, _heads(out_features(enc), spec, cfg))
+    if cfg.inter_fusion == "joint":  # one encoder over the modality dict (a vision-language transformer)
+        enc = encoders(list(spec.modalities), cfg)
+        return JointFusionExpert(spec.modalities, enc, _heads(out_features(enc), spec, cfg))
     if cfg.inter_fusion == "early":
         enc = encoders(list(spec.modalities), cfg)
         return EarlyFusionExpert(spec.modalities, enc, _heads(out_features(enc), spec, cfg))
@@ -71,7 +75,7 @@ def build_model(
     names = spec.components(paradigm)
     if paradigm.startswith("unimodal_") or paradigm == INTER:
         return build_expert(names[0], spec, cfg, encoders)
-    return ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights)
+    return ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights, spec.multilabel)
 
 
 def load_components(model: ProductOfExperts, state_dicts: Mapping[str, Mapping[str, Tensor]], source: str = "") -> None:

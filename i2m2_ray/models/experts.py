@@ -48,6 +48,23 @@ def product_of_experts(logits: Sequence[Tensor], weights: Sequence[float] | None
     return torch.log_softmax(joint, dim=-1)
 
 
+def binary_product_of_experts(logits: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
+    """The product of experts per class of a multi-label head (each class a yes/no event).
+
+    Each expert's logit ``z_k`` gives ``p_k(yes) = sigmoid(z_k)``; the two-way rule of
+    :func:`product_of_experts` over (no, yes) is applied class by class. Returns the
+    product's log-odds per class, which equal ``sum_k w_k z_k``.
+
+    Args:
+        logits: one ``(batch, classes)`` tensor of per-class logits per expert.
+    Returns:
+        ``(batch, classes)`` log-odds of the normalised product (``sigmoid`` gives p(yes)).
+    """
+    pairs = [torch.stack([torch.zeros_like(z), z], dim=-1) for z in logits]  # logits of (no, yes)
+    log_p = product_of_experts(pairs, weights)
+    return log_p[..., 1] - log_p[..., 0]
+
+
 def _require(inputs: Inputs, modality: str) -> Tensor:
     if modality not in inputs:
         raise KeyError(f"missing modality '{modality}': the batch has {sorted(inputs)}")
@@ -131,16 +148,36 @@ class LateFusionExpert(nn.Module):
         return self.heads(self.fusion(features))
 
 
+class JointFusionExpert(nn.Module):
+    """Inter-modality expert whose encoder reads the whole modality dict (e.g. a
+    vision-language transformer over text tokens and image patches), then heads."""
+
+    def __init__(self, modalities: Sequence[str], encoder: nn.Module, heads: MultiHead) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.encoder = encoder
+        self.heads = heads
+
+    def forward(self, inputs: Inputs) -> HeadOutputs:
+        return self.heads(self.encoder({m: _require(inputs, m) for m in self.modalities}))
+
+
 class ProductOfExperts(nn.Module):
     """The intra (unimodal experts only) and I2M2 (unimodal + inter) models.
 
     Each expert maps the modality dict to head logits; the product is taken per head with
     :func:`product_of_experts`. Experts are kept in a ``ModuleDict`` keyed by name
     (``"magnitude"``, ``"phase"``, ``"inter"``), so each can be loaded from, or frozen as,
-    the component fitted on its own.
+    the component fitted on its own. Heads named in ``multilabel`` are combined per class
+    with :func:`binary_product_of_experts` (their output: per-class log-odds).
     """
 
-    def __init__(self, experts: Mapping[str, nn.Module], weights: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        experts: Mapping[str, nn.Module],
+        weights: Mapping[str, float] | None = None,
+        multilabel: Sequence[str] = (),
+    ):
         super().__init__()
         if not experts:
             raise ValueError("ProductOfExperts needs at least one expert")
@@ -149,12 +186,18 @@ class ProductOfExperts(nn.Module):
         if unknown:
             raise ValueError(f"weights name unknown experts {sorted(unknown)}; experts: {sorted(self.experts)}")
         self.weights = {name: float((weights or {}).get(name, 1.0)) for name in self.experts}
+        self.multilabel = frozenset(multilabel)
 
     def forward(self, inputs: Inputs) -> HeadOutputs:
         outputs = {name: expert(inputs) for name, expert in self.experts.items()}
         first = next(iter(outputs.values()))
         w = [self.weights[name] for name in outputs]
-        return {head: product_of_experts([out[head] for out in outputs.values()], w) for head in first}
+        return {
+            head: (binary_product_of_experts if head in self.multilabel else product_of_experts)(
+                [out[head] for out in outputs.values()], w
+            )
+            for head in first
+        }
 
     def freeze(self, names: Sequence[str]) -> None:
         """Stop gradients into the named experts (they keep their fitted weights)."""

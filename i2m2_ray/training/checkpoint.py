@@ -44,7 +44,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "paradigm": paradigm,
         "config": dict(config),
-        "spec": {"modalities": list(spec.modalities), "heads": dict(spec.heads)},
+        "spec": {"modalities": list(spec.modalities), "heads": dict(spec.heads), "multilabel": list(spec.multilabel)},
         **dict(extra or {}),
     }
     torch.save(payload, p)
@@ -72,4 +72,4 @@ def load_checkpoint(path: str | Path, paradigm: str | None = None) -> dict[str, 
 
 def spec_of(ckpt: Mapping[str, Any]) -> TaskSpec:
     s = ckpt["spec"]
-    return TaskSpec(tuple(s["modalities"]), dict(s["heads"]))
+    return TaskSpec(tuple(s["modalities"]), dict(s["heads"]), tuple(s.get("multilabel", ())))

@@ -28,8 +28,38 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
 
 
+def vqa_score(scores: np.ndarray, p: np.ndarray) -> float:
+    """Soft VQA accuracy: the mean over questions of the predicted answer's soft score.
+
+    Args:
+        scores: ``(N, A)`` soft score of every answer of the vocabulary per question
+            (``min(1, humans who gave it / 3)``; 0 for answers nobody gave).
+        p: ``(N, A)`` per-answer probabilities (or any scores); the prediction is the argmax.
+    """
+    if scores.shape != p.shape:
+        raise ValueError(f"scores {scores.shape} and predictions {p.shape} differ in shape")
+    if len(scores) == 0:
+        return math.nan
+    return float(scores[np.arange(len(scores)), p.argmax(axis=1)].mean())
+
+
+def multilabel_metrics(scores: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Metrics of a multi-label (soft-score) head: ``vqa_score``, and ``exact_accuracy``
+    (the predicted answer has the top score of its question)."""
+    pred = p.argmax(axis=1)
+    picked = scores[np.arange(len(scores)), pred]
+    best = scores.max(axis=1) if len(scores) else picked
+    return {
+        "vqa_score": vqa_score(scores, p),
+        "exact_accuracy": float(((picked >= best) & (best > 0)).mean()) if len(scores) else math.nan,
+    }
+
+
 def head_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Metrics of one head from labels ``(N,)`` and class probabilities ``(N, C)``."""
+    """Metrics of one head from labels ``(N,)`` and class probabilities ``(N, C)``; for a
+    multi-label head, labels are ``(N, C)`` per-class scores (:func:`multilabel_metrics`)."""
+    if y.ndim == 2:
+        return multilabel_metrics(y, p)
     pred = p.argmax(axis=1)
     out = {
         "accuracy": float((pred == y).mean()),

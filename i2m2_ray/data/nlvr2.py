@@ -1,0 +1,205 @@
+"""NLVR2 in the ViLT/METER Arrow layout: is a sentence true of a pair of images?
+
+Real layout (../shared/reference/method.md): ``nlvr2_{split}.arrow`` Arrow IPC files, one
+row per image pair, columns ``image_0``, ``image_1`` (encoded image bytes), ``questions``
+(the sentences about the pair: a list, or one string), ``answers`` (one label per sentence:
+``"True"``/``"False"``, any case, or booleans) and ``identifier``. One sample per sentence.
+
+Files (``data.options.files``): train ``nlvr2_train``, validation ``nlvr2_dev``, test
+``nlvr2_test1``.
+
+Target: one 2-way head ``label`` (0 = false, 1 = true); metric: accuracy. Modalities:
+``image`` ``(2, 3, S, S)`` float32 in [-1, 1] (the pair, left then right) and ``text``
+``(L,)`` int64 token ids, decoded and tokenised in ``map_batches``. The image expert reads
+both images with one ViT; the inter expert runs ViLT on the sentence with each image (token
+types 1 and 2) and classifies the two pooled outputs together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from i2m2_ray.config import ExperimentConfig
+from i2m2_ray.data.arrow_vl import ArrowRows, TextTokenizer, as_list, decode_image, make_tokenizer, open_table
+from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "text")
+HEAD = "label"
+COLUMNS = {
+    "image_0": "encoded bytes of the left image",
+    "image_1": "encoded bytes of the right image",
+    "questions": "the sentences about the pair",
+    "answers": "one True/False label per sentence",
+    "identifier": "pair identifier",
+}
+OPTIONS: dict[str, Any] = {
+    "files": {},  # split -> file stem (defaults: DEFAULT_FILES)
+    "image_size": 384,
+    "max_text_length": 40,
+    "tokenizer": None,  # pretrained name / path; None: a word-level tokeniser from the training text
+    "max_sentences": None,  # per split, for quick runs
+}
+DEFAULT_FILES = {"train": "nlvr2_train", "val": "nlvr2_dev", "test": "nlvr2_test1"}
+
+
+def options(cfg: ExperimentConfig) -> dict[str, Any]:
+    unknown = sorted(set(cfg.data.options) - set(OPTIONS))
+    if unknown:
+        raise DataError(f"unknown data.options {unknown} for NLVR2; known: {sorted(OPTIONS)}")
+    return {**OPTIONS, **cfg.data.options}
+
+
+def parse_label(value: Any, path: Path, row: int) -> int:
+    """``"True"``/``"False"`` (any case) or a boolean -> 1 / 0."""
+    if isinstance(value, bool):
+        return int(value)
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return int(text == "true")
+    raise DataError(f"{path}, row {row}: 'answers' holds {value!r}; expected 'True' or 'False'")
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """One entry per sentence: row, sentence, label (0/1), identifier."""
+    table = open_table(path, COLUMNS)
+    questions = table.column("questions").to_pylist()
+    answers = table.column("answers").to_pylist()
+    idents = table.column("identifier").to_pylist()
+    out: list[dict[str, Any]] = []
+    for row in range(table.num_rows):
+        qs = as_list(questions[row], path, "questions", row)
+        ans = as_list(answers[row], path, "answers", row)
+        if len(qs) != len(ans):
+            raise DataError(f"{path}, row {row}: {len(qs)} sentences but {len(ans)} answers")
+        for j, (q, a) in enumerate(zip(qs, ans, strict=True)):
+            out.append(
+                {"row": row, "sentence": str(q), "label": parse_label(a, path, row), "identifier": f"{idents[row]}-{j}"}
+            )
+    return out
+
+
+class NLVR2Preprocessor:
+    """Ray Data batch UDF: index rows (path, row, sentence, label) -> ``image``
+    ``(B, 2, 3, S, S)``, ``text`` ``(B, L)`` token ids and ``y_label`` ``(B,)``."""
+
+    def __init__(self, tokenizer: TextTokenizer, image_size: int) -> None:
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.rows = ArrowRows()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths, rows = batch["path"], batch["row"].astype(np.int64)
+        s = self.image_size
+        images = np.zeros((len(paths), 2, 3, s, s), dtype=np.float32)
+        for path in dict.fromkeys(paths.tolist()):
+            idx = np.flatnonzero(paths == path)
+            for k, column in enumerate(("image_0", "image_1")):
+                for i, data in zip(idx, self.rows.take(path, column, rows[idx]), strict=True):
+                    if not data:
+                        raise DataError(f"{path}, row {rows[i]}: column '{column}' is empty")
+                    try:
+                        images[i, k] = decode_image(data, s)
+                    except OSError as exc:
+                        raise DataError(f"{path}, row {rows[i]}: '{column}' is not a readable image ({exc})") from None
+        return {
+            "image": images,
+            "text": self.tokenizer([str(t) for t in batch["sentence"]]),
+            label_column(HEAD): batch["label"].astype(np.int64),
+        }
+
+
+def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> PreparedData:
+    import ray.data
+
+    from i2m2_ray.models.transformers_experts import TransformersEncoders
+
+    opts = options(cfg)
+    stems: Mapping[str, str] = {**DEFAULT_FILES, **dict(opts["files"] or {})}
+    unknown = sorted(set(stems) - set(DEFAULT_FILES))
+    if unknown:
+        raise DataError(f"data.options.files: unknown key(s) {unknown}; known: {sorted(DEFAULT_FILES)}")
+    paths = {n: Path(data_dir) / f"{stems[n]}.arrow" for n in DEFAULT_FILES}
+    pairs = {n: read_pairs(p) for n, p in paths.items()}
+    if opts["max_sentences"] is not None:
+        pairs = {n: v[: int(opts["max_sentences"])] for n, v in pairs.items()}
+    for n, v in pairs.items():
+        if not v:
+            raise DataError(f"{paths[n]}: no sentences")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(
+        opts["tokenizer"], (p["sentence"] for p in pairs["train"]), work_dir, int(opts["max_text_length"])
+    )
+    quiet_data_context()
+    prep = NLVR2Preprocessor(tokenizer, int(opts["image_size"]))
+    datasets: dict[str, ray.data.Dataset] = {}
+    sizes: dict[str, int] = {}
+    for name, v in pairs.items():
+        items = [{"path": str(paths[name]), "row": p["row"], "sentence": p["sentence"], "label": p["label"]} for p in v]
+        sizes[name] = len(items)
+        index = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 64, 64)))
+        datasets[name] = index.map_batches(prep, batch_size=64, batch_format="numpy")
+    train_labels = [p["label"] for p in pairs["train"]]
+    counts = {HEAD: [train_labels.count(0), train_labels.count(1)]}
+    info = {"vocab_size": tokenizer.vocab_size, "train_true": counts[HEAD][1]}
+    encoders = TransformersEncoders(
+        vocab_size=tokenizer.vocab_size,
+        image_size=int(opts["image_size"]),
+        num_images=2,
+        max_text_length=int(opts["max_text_length"]),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    log.info("NLVR2: %s", info)
+    return PreparedData(
+        spec=TaskSpec(MODALITIES, {HEAD: 2}),
+        datasets=datasets,
+        encoders=encoders,
+        class_counts=counts,
+        sizes=sizes,
+        info=info,
+    )
+
+
+SUMMARY_COLUMNS = ("accuracy", "balanced_accuracy", "auroc")
+
+SAMPLE_VERSION = 1
+
+SMOKE_OVERRIDES = (
+    "data.sample={train: 60, val: 20, test: 20, seed: 0}",
+    "data.options.image_size=16",
+    "data.options.max_text_length=12",
+    "model.options.text={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
+    "model.options.image={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
+    " patch_size: 8}",
+    "model.options.inter={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
+    " patch_size: 8}",
+    "model.head_hidden=16",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "product.epochs=1",
+    "product.init=components",
+)
+
+
+def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
+    """Prepare real Arrow files from ``data_dir``, or write (once) and prepare the sample."""
+    from i2m2_ray.data.nlvr2_sample import write_sample
+
+    if data_dir is None:
+        s = dict(cfg.data.sample)
+        sample_dir = work_dir / "sample_data"
+        marker = sample_dir / "sample.json"
+        wanted = {**s, "generator": SAMPLE_VERSION}
+        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+            write_sample(sample_dir, **s)
+            marker.write_text(json.dumps(wanted))
+        data_dir = str(sample_dir)
+    return prepare(cfg, data_dir, work_dir)

@@ -1,0 +1,74 @@
+"""Smoke runs of the vision-language entry points (``experiments/vqa.py``,
+``experiments/nlvr2.py``) on a local Ray: generated Arrow sample, tiny random transformers,
+every paradigm, every test set in summary.json and MLflow. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from i2m2_ray.data.vqa import OOD_SETS
+
+from .conftest import REPO
+
+PARADIGMS = ["unimodal_image", "unimodal_text", "inter", "intra", "i2m2"]
+
+
+def run_smoke(script: str, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, f"experiments/{script}.py", "--smoke-test", "--output-dir", str(out), "--seed", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Test metrics per paradigm" in proc.stdout
+    return proc
+
+
+def child_metrics(out: Path, experiment: str) -> dict[str, dict[str, float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    return {r.data.tags["paradigm"]: r.data.metrics for r in runs if "paradigm" in r.data.tags}
+
+
+@pytest.mark.slow
+def test_vqa_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "vqa"
+    run_smoke("vqa", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == PARADIGMS
+    sets = [f"ood_{k}" for k in OOD_SETS]
+    for name, m in summary.items():
+        for key in ["vqa_score", "ood_mean_vqa_score", *(f"{s}_vqa_score" for s in sets)]:
+            assert key in m and 0.0 <= m[key] <= 1.0, (name, key)
+    children = child_metrics(out, "vqa")
+    assert sorted(children) == sorted(PARADIGMS)
+    for m in children.values():
+        assert {"test_vqa_score", "test_ood_kw_ko_vqa_score", "test_ood_mean_vqa_score"} <= set(m)
+    assert (out / "tokenizer.json").is_file() and (out / "checkpoints" / "i2m2.pt").is_file()
+
+
+@pytest.mark.slow
+def test_nlvr2_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "nlvr2"
+    run_smoke("nlvr2", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == PARADIGMS
+    for name, m in summary.items():
+        assert 0.0 <= m["accuracy"] <= 1.0, name
+    assert "test_accuracy" in child_metrics(out, "nlvr2")["i2m2"]
