@@ -14,7 +14,7 @@ import pytest
 
 from i2m2_ray.data.vqa import OOD_SETS
 
-from .conftest import REPO
+from .conftest import REPO, VENV_BIN, RayHead
 
 PARADIGMS = ["unimodal_image", "unimodal_text", "inter", "intra", "i2m2"]
 
@@ -72,3 +72,25 @@ def test_nlvr2_smoke(tmp_path: Path) -> None:
     for name, m in summary.items():
         assert 0.0 <= m["accuracy"] <= 1.0, name
     assert "test_accuracy" in child_metrics(out, "nlvr2")["i2m2"]
+
+
+@pytest.mark.slow
+def test_vqa_through_ray_job_submit(tmp_path: Path) -> None:
+    """``ray job submit`` to a running cluster (one node here), as on a real one."""
+    head = RayHead(num_cpus=4)
+    try:
+        head.wait_ready()
+        out = tmp_path / "out"
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
+        for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+            env.pop(key, None)
+        cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO)]
+        cmd += ["--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--"]
+        cmd += ["python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out)]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert "succeeded" in proc.stdout
+        summary = json.loads((out / "summary.json").read_text())
+        assert list(summary) == PARADIGMS and "ood_mean_vqa_score" in summary["i2m2"]
+    finally:
+        head.stop()

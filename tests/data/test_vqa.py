@@ -170,3 +170,15 @@ def test_prepare_builds_every_test_set(tmp_path: Path, ray_local: None) -> None:
     assert (tmp_path / "work" / "tokenizer.json").is_file() and (tmp_path / "work" / "answers.json").is_file()
     with pytest.raises(DataError, match="unknown data.options"):
         vqa.prepare(load_config(None, ["data.options.nope=1"]), tmp_path / "data", tmp_path / "work")
+
+
+def test_data_modules_import_without_torch() -> None:
+    """Ray Data workers import these modules to run the preprocessing UDFs: no torch there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, i2m2_ray.data.vqa, i2m2_ray.data.nlvr2, i2m2_ray.data.vqa_sample, i2m2_ray.data.nlvr2_sample; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
