@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
@@ -68,9 +69,18 @@ def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfi
     return load_config(path, overrides)
 
 
-def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int) -> None:
+def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int, attempts: int = 3) -> None:
     """Connect to a cluster, or start a local Ray with enough logical CPUs for the
-    concurrent trainers plus the data pipeline (torch threads are capped per worker)."""
+    concurrent trainers plus the data pipeline (torch threads are capped per worker).
+
+    The local Ray's dashboard listens on 127.0.0.1 on a free port, and its workers are told
+    where (``RAY_API_SERVER_ADDRESS``): Ray Train frees the placement group of a run whose
+    controller died through the state API, which otherwise looks for "the" Ray on this
+    machine and fails when several run. Ray gives a starting node 30 s to register; on a
+    loaded machine that can run out, so a failed start is retried (``attempts`` in all).
+    """
+    import socket
+
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -78,13 +88,27 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int)
         ray.init(address=address, log_to_driver=True)
         return
     needed = int(concurrent_models * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, needed),
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=True,
-    )
+    for attempt in range(1, attempts + 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            ray.init(
+                address="local",
+                num_cpus=max(os.cpu_count() or 1, needed),
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                log_to_driver=True,
+                runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+            )
+            return
+        except Exception as exc:  # Ray raises a bare Exception when the node times out
+            ray.shutdown()
+            if attempt == attempts:
+                raise RuntimeError(f"a local Ray did not start after {attempts} attempts: {exc}") from exc
+            print(f"local Ray failed to start ({exc}); retrying ({attempt}/{attempts})", file=sys.stderr, flush=True)
+            time.sleep(5 * attempt)
 
 
 def run_experiment(experiment: str, argv: list[str] | None = None) -> int:

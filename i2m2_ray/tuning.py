@@ -562,37 +562,11 @@ def trial_concurrency(requested: int, resources: Mapping[str, float], cfg: Exper
 
 
 def init_ray(address: str | None, cfg: ExperimentConfig, concurrency: int) -> None:
-    """Join a cluster (as :func:`i2m2_ray.cli.init_ray` does), or start a local Ray whose
-    workers know where its dashboard is.
-
-    Ray Train removes the placement group of a run whose controller died (as happens when
-    ASHA stops a trial) from a helper actor that asks the state API; without an address
-    that API looks for "the" Ray on this machine and fails when several run (or when the
-    dashboard is off), and the stopped trial's CPUs are never given back. Pointing
-    ``RAY_API_SERVER_ADDRESS`` at our own dashboard avoids that.
-    """
-    import socket
-
-    import ray
-
+    """Join a cluster or start a local Ray (see :func:`i2m2_ray.cli.init_ray`) sized for
+    ``concurrency`` trials."""
     from i2m2_ray import cli
 
-    if address or os.environ.get("RAY_ADDRESS"):
-        cli.init_ray(address, cfg, concurrent_models=concurrency)
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    needed = int(concurrency * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, needed),
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        log_to_driver=True,
-        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-    )
+    cli.init_ray(address, cfg, concurrent_models=concurrency)
 
 
 # --------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from i2m2_ray.data.base import DataError, PreparedData
 
 DATASETS = {
     "fastmri": "i2m2_ray.data.fastmri",
+    "avmnist": "i2m2_ray.data.avmnist",
+    "mimic": "i2m2_ray.data.mimic",
     "vqa": "i2m2_ray.data.vqa",
     "nlvr2": "i2m2_ray.data.nlvr2",
-    # AV-MNIST and MIMIC-III register here once their entry points and tests land (issue 3);
-    # i2m2_ray/data/avmnist.py is work in progress
 }
 
 

@@ -78,7 +78,9 @@ def integer_labels(values: np.ndarray, where: str, field: str, low: int, high: i
         bad = ~np.isfinite(v) | (v != np.round(v))
         if bad.any():
             i = int(np.flatnonzero(bad.ravel())[0])
-            raise DataError(f"{where}: '{field}' holds {v.ravel()[i]!r} at row {i}; expected whole class numbers")
+            raise DataError(
+                f"{where}: '{field}' holds {v.ravel()[i].item()!r} at row {i}; expected whole class numbers"
+            )
     out = v.astype(np.int64).reshape(-1)
     outside = (out < low) | (out > high)
     if outside.any():
@@ -93,7 +95,9 @@ def binary_flags(values: np.ndarray, where: str, field: str) -> np.ndarray:
     bad = ~np.isin(v, (0, 1))
     if bad.any():
         idx = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), v.shape)
-        raise DataError(f"{where}: '{field}' holds {v[idx]!r} at index {tuple(int(i) for i in idx)}; expected 0 or 1")
+        raise DataError(
+            f"{where}: '{field}' holds {v[idx].item()!r} at index {tuple(int(i) for i in idx)}; expected 0 or 1"
+        )
     return v.astype(bool)
 
 

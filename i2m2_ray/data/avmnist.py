@@ -137,7 +137,7 @@ class AVMNISTReader:
             bad = ~np.isfinite(flat) | (flat < 0) | (flat > 255)
             i = int(np.flatnonzero(bad.any(axis=1))[0])
             raise DataError(
-                f"{self.paths[name]}: '{name}' row {int(rows[i])} holds {flat[i][bad[i]][0]!r}; "
+                f"{self.paths[name]}: '{name}' row {int(rows[i])} holds {flat[i][bad[i]][0].item()!r}; "
                 "expected values 0-255"
             )
         return values
@@ -166,7 +166,9 @@ def options(cfg: ExperimentConfig) -> dict[str, Any]:
     opts = {**OPTIONS, **cfg.data.options}
     pool = opts["audio_pool"]
     if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1 or AUDIO_SIDE % pool:
-        raise DataError(f"data.options.audio_pool must be a whole divisor of {AUDIO_SIDE} (1, 2, 4, 7, ...), got {pool!r}")
+        raise DataError(
+            f"data.options.audio_pool must be a whole divisor of {AUDIO_SIDE} (1, 2, 4, 7, ...), got {pool!r}"
+        )
     return opts
 
 
@@ -251,16 +253,16 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
 # Columns of the comparison table printed at the end of a run.
 SUMMARY_COLUMNS = ("accuracy", "f1_macro")
 
-SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
+SAMPLE_VERSION = 2  # bump when the generator changes, so stale samples are rewritten
 
-# Overrides applied by ``--smoke-test``: a tiny sample and model, one or two epochs.
+# Overrides applied by ``--smoke-test``: a tiny sample and model, one epoch per stage.
 SMOKE_OVERRIDES = (
     "data.sample={train: 240, test: 80, seed: 0}",
     "data.options={audio_pool: 4}",
     "model.width=4",
     "model.blocks=[1, 1]",
     "model.head_hidden=8",
-    "train.epochs=2",
+    "train.epochs=1",
     "train.batch_size=40",
     "product.epochs=1",
 )

@@ -39,6 +39,12 @@ import numpy as np
 IMAGE_SIDE = 28
 AUDIO_SIDE = 112
 SHAPES = 5  # values of u; y = u + 5 v
+# background levels for s = 0 / 1 (the parity cue), noise sd, strength range and presence
+# probability of the shape cue, for the image and the spectrogram
+IMAGE_BACKGROUND, AUDIO_BACKGROUND = (30.0, 90.0), (30.0, 100.0)
+IMAGE_NOISE, AUDIO_NOISE = 20.0, 25.0
+CUE_STRENGTH = ((90.0, 150.0), (90.0, 150.0))  # for s = 0 / 1
+CUE_PRESENT = 0.75
 
 
 def image_textures(size: int = 14) -> np.ndarray:
@@ -81,18 +87,22 @@ def synth(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.
     s_aud = rng.integers(2, size=n)
     y = u + SHAPES * (s_img ^ s_aud)
 
-    image = np.where(s_img == 1, 90.0, 30.0)[:, None, None] + 20.0 * rng.standard_normal((n, IMAGE_SIDE, IMAGE_SIDE))
-    audio = np.where(s_aud == 1, 100.0, 30.0)[:, None, None] + 25.0 * rng.standard_normal((n, AUDIO_SIDE, AUDIO_SIDE))
-    show_img = rng.random(n) < 0.75
-    show_aud = rng.random(n) < 0.75
+    image = np.asarray(IMAGE_BACKGROUND)[s_img][:, None, None] + IMAGE_NOISE * rng.standard_normal(
+        (n, IMAGE_SIDE, IMAGE_SIDE)
+    )
+    audio = np.asarray(AUDIO_BACKGROUND)[s_aud][:, None, None] + AUDIO_NOISE * rng.standard_normal(
+        (n, AUDIO_SIDE, AUDIO_SIDE)
+    )
+    show_img = rng.random(n) < CUE_PRESENT
+    show_aud = rng.random(n) < CUE_PRESENT
     ti, ta = textures.shape[-1], shapes.shape[-1]
     for i in range(n):
         if show_img[i]:
             r, c = rng.integers(0, IMAGE_SIDE - ti + 1, size=2)
-            image[i, r : r + ti, c : c + ti] += rng.uniform(50, 110) * textures[u[i]]
+            image[i, r : r + ti, c : c + ti] += rng.uniform(*CUE_STRENGTH[s_img[i]]) * textures[u[i]]
         if show_aud[i]:
             r, c = rng.integers(0, AUDIO_SIDE - ta + 1, size=2)
-            audio[i, r : r + ta, c : c + ta] += rng.uniform(50, 110) * shapes[u[i]]
+            audio[i, r : r + ta, c : c + ta] += rng.uniform(*CUE_STRENGTH[s_aud[i]]) * shapes[u[i]]
     image_flat = np.clip(image, 0, 255).astype(np.float32).reshape(n, IMAGE_SIDE * IMAGE_SIDE)
     audio_u8 = np.clip(np.rint(audio), 0, 255).astype(np.uint8)
     return image_flat, audio_u8, y.astype(np.int64)
