@@ -77,6 +77,8 @@ def test_reader_names_missing_column_and_bad_lengths(tmp_path: Path) -> None:
     path = tiny_vqa(tmp_path / "score.arrow", answer_scores=[[[1.0, 2.0], [0.5]], [[1.0]]])
     with pytest.raises(DataError, match="outside"):
         vqa.read_questions(path)
+    with pytest.raises(DataError, match=r"nope.arrow: file not found"):
+        vqa.read_questions(tmp_path / "nope.arrow")
     (tmp_path / "junk.arrow").write_bytes(b"not arrow")
     with pytest.raises(DataError, match="not an Arrow IPC file"):
         open_table(tmp_path / "junk.arrow", {})
@@ -135,6 +137,9 @@ def test_preprocessor_batch(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["image"][1, :, 0, 0], [1, -1, -1])  # row 0: red
     np.testing.assert_allclose(out["y_answer"], [[0, 1, 0], [0, 0, 0.6667]], atol=1e-6)
     assert out["text"].shape == (2, 6) and out["text"][0, 0] == 2
+    broken = tiny_vqa(tmp_path / "broken.arrow", image=[b"not an image", BLUE])
+    with pytest.raises(DataError, match=r"broken.arrow, row 0: 'image' is not a readable image"):
+        prep({**batch, "path": np.array([str(broken)] * 2, dtype=object)})
 
 
 def test_sample_real_layout_and_planted_answers(tmp_path: Path) -> None:
