@@ -41,13 +41,18 @@ from i2m2_ray.tuning import (
 from .conftest import REPO
 
 SPEC = TaskSpec(("magnitude", "phase"), {h: 2 for h in ("abnormal", "acl", "cartilage", "mtear")})
+SPECS = {
+    "fastmri": SPEC,
+    "avmnist": TaskSpec(("image", "audio"), {"digit": 10}),
+    "mimic": TaskSpec(("static", "timeseries"), {"mortality": 6}),
+}
 SEARCH_DIR = REPO / "configs" / "search"
 
 
 def recipe_for(path: Path) -> TrialRecipe:
     sf = load_search_file(path)
     base = load_config(sf.base_config or REPO / "configs" / "fastmri_demo.yaml", sf.overrides)
-    return TrialRecipe(sf.space.bind(base, SPEC), base.to_dict())
+    return TrialRecipe(sf.space.bind(base, SPECS[base.experiment]), base.to_dict())
 
 
 def space_of(params: dict[str, Any], base_overrides: tuple[str, ...] = ()) -> TrialRecipe:
@@ -81,14 +86,20 @@ def test_override_values_read_back_as_written(value: Any) -> None:
     assert parsed == value and type(parsed) is type(value)
 
 
-@pytest.mark.parametrize("name", ["fastmri_demo", "fastmri", "tiny", "default"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in SEARCH_DIR.glob("*.yaml")))
 def test_every_shipped_space_samples_valid_configs(name: str) -> None:
+    from i2m2_ray.data import dataset_module
+
     recipe = recipe_for(SEARCH_DIR / f"{name}.yaml")
     check_space(recipe)
+    spec = SPECS[recipe.base["experiment"]]
+    module = dataset_module(recipe.base["experiment"])
     for raw in samples(recipe, 40):
         plan = recipe.plan(raw)
         assert plan.paradigm in ("intra", "i2m2")
-        assert plan.config.product.freeze != list(SPEC.components(plan.paradigm))  # something trains
+        assert plan.config.product.freeze != list(spec.components(plan.paradigm))  # something trains
+        if hasattr(module, "check_model"):  # the dataset accepts the sampled backbone
+            module.check_model(plan.config.model)
         for name_, value in plan.values.items():
             if "." in name_ and name_.split(".")[0] in ("model", "data") and name_ != EXPERTS_KEY:
                 section, key = name_.split(".", 1)
@@ -473,3 +484,53 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(sweep: Swee
         (run,) = by_trial[t]  # one run, written before the interruption
         assert run.info.start_time < sweep.resumed_at_ms
         assert run.info.status in ("FINISHED", "FAILED")
+
+
+OTHER_SPACE = """
+experiment: {experiment}
+base_config: {base}
+overrides: {overrides}
+asha: {{grace_period: 1, reduction_factor: 2}}
+params:
+  product.init: {{choices: [components, scratch]}}
+  product.experts: {{choices: [all, modalities]}}
+  product.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
+  model.inter_fusion: {{choices: [concat, lrtf], when: {{product.init: scratch}}}}
+  model.fusion_rank: {{low: 2, high: 8, int: true, when: {{model.inter_fusion: lrtf}}}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["avmnist", "mimic"])
+def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> None:
+    """A 4-trial sweep on each of the other datasets' smoke-sized samples finishes and is
+    recorded: a parent run with one child per trial, each holding the dataset's objective."""
+    from i2m2_ray.data import dataset_module
+
+    smoke = [*dataset_module(experiment).SMOKE_OVERRIDES, "product.epochs=2"]
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        OTHER_SPACE.format(
+            experiment=experiment, base=REPO / "configs" / f"{experiment}_demo.yaml", overrides=json.dumps(smoke)
+        )
+    )
+    out = tmp_path / "out"
+    cmd = search_cmd(out, space, 4)
+    cmd[cmd.index("--experiment") + 1] = experiment
+    proc = subprocess.run(cmd, cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert "Best trial" in proc.stdout and "Trials, best first" in proc.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    monitor = load_config(REPO / "configs" / f"{experiment}_demo.yaml").train.monitor
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(f"{experiment}-search")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len({c.data.tags["trial_id"] for c in children}) == 4
+    assert parent.info.status == "FINISHED" and "best_objective" in parent.data.metrics
+    for c in children:
+        assert "objective" in c.data.metrics and 0.0 <= c.data.metrics["objective"] <= 1.0
+        assert len(client.get_metric_history(c.info.run_id, f"val_{monitor}")) >= 1
