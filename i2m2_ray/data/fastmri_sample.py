@@ -9,18 +9,21 @@ data have H=640, W~368, S=320; the demo shrinks them (``--height``, ``--width``,
 What it plants, in the centre crop the models see (S x S after zero-filling k-space to
 ``pad_width`` and the centred inverse FFT), so that the paradigms differ:
 
-* ``acl`` -- magnitude only: a bright disc (magnitude x1.5) near the upper left.
-* ``mtear`` -- phase only: a disc of phase +0.9 rad near the upper right; magnitude unchanged.
+* ``acl`` -- magnitude only: a bright disc (magnitude x1.4) near the upper left.
+* ``mtear`` -- phase only: a disc of phase +0.75 rad near the upper right; magnitude unchanged.
 * ``cartilage`` -- only in the joint pattern: every slice has one dark magnitude spot
-  (x0.4) and one phase spot (-1.2 rad), each at one of four places on a lower row; the
+  (x0.5) and one phase spot (-1.0 rad), each at one of four places on a lower row; the
   label is positive when both sit at the same place. Either modality alone sees a spot at
   a uniformly random place and carries no information on this label.
-* ``abnormal`` -- either modality helps: positive when a bright horizontal bar (x1.3) in
-  magnitude or a vertical bar of +0.7 rad in phase is present (each with probability 0.3).
+* ``abnormal`` -- either modality helps: positive when a bright horizontal bar (x1.22) in
+  magnitude or a vertical bar of +0.55 rad in phase is present (each with probability 0.3).
 
-Gaussian noise is added to magnitude (sd 0.15 against a level of 1) and to phase (sd 0.25
-rad) separately, so that no cue leaks from one into the other; a random smooth phase ramp
-and smooth magnitude texture vary from slice to slice.
+Discs have a radius of 0.09 of the crop. Gaussian noise is added to magnitude (sd 0.2
+against a level of 1) and to phase (sd 0.32 rad) separately, so that no cue leaks from one
+into the other; a random smooth phase ramp and smooth magnitude texture vary from slice to
+slice. The strengths (:data:`CUES`) are set so that no paradigm saturates the demo: with
+them, an early-fusion inter expert trained alone reaches a test AUROC of about 0.8, the
+intra product about 0.86 and I2M2 about 0.99 (see the README).
 Label strings are real fastMRI+ findings, including one with a trailing space
 (``"Joint Effusion "``) and study-level ``artifact`` rows; about 1 volume in 12 is wider
 than ``pad_width`` (skipped by the reader) and 1 in 10 is present but not reviewed.
@@ -56,6 +59,21 @@ HEADER = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
+# Strength of each planted cue and of the noise (the generator's difficulty): magnitude
+# factors, phase offsets in radians, cue radius as a fraction of the crop.
+CUES: dict[str, float] = {
+    "acl_mag": 1.4,
+    "mtear_phase": 0.75,
+    "cartilage_mag": 0.5,
+    "cartilage_phase": -1.0,
+    "bar_mag": 1.22,
+    "bar_phase": 0.55,
+    "radius": 0.09,
+    "mag_noise": 0.2,
+    "phase_noise": 0.32,
+}
+
+
 def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.ogrid[: shape[0], : shape[1]]
     return ((yy - cy) ** 2 + (xx - cx) ** 2) <= r**2
@@ -83,7 +101,8 @@ def synth_slice(
         + rng.uniform(-0.4, 0.4) * (xx - 0.5 * width / s)
         + rng.uniform(-0.5, 0.5)
     )
-    r = s / 10
+    c = CUES
+    r = c["radius"] * s
     jitter = lambda: rng.uniform(-0.05, 0.05) * s  # noqa: E731
     labels = {"abnormal": 0, "acl": 0, "cartilage": 0, "mtear": 0}
     where: dict[str, tuple[float, float]] = {}
@@ -93,32 +112,32 @@ def synth_slice(
 
     if rng.random() < 0.3:
         cy, cx = 0.28 * s + jitter(), 0.3 * s + jitter()
-        mag[at(cy, cx)] *= 1.5
+        mag[at(cy, cx)] *= c["acl_mag"]
         labels["acl"], where["acl"] = 1, (cy, cx)
     if rng.random() < 0.3:
         cy, cx = 0.28 * s + jitter(), 0.7 * s + jitter()
-        phase[at(cy, cx)] += 0.9
+        phase[at(cy, cx)] += c["mtear_phase"]
         labels["mtear"], where["mtear"] = 1, (cy, cx)
     places = [0.2, 0.4, 0.6, 0.8]
     q_mag = int(rng.integers(4))
     together = rng.random() < 0.35
     q_phase = q_mag if together else int(rng.choice([q for q in range(4) if q != q_mag]))
     row = 0.74 * s
-    mag[at(row, places[q_mag] * s)] *= 0.4
-    phase[at(row, places[q_phase] * s)] -= 1.2
+    mag[at(row, places[q_mag] * s)] *= c["cartilage_mag"]
+    phase[at(row, places[q_phase] * s)] += c["cartilage_phase"]
     if together:
         labels["cartilage"], where["cartilage"] = 1, (row, places[q_mag] * s)
     bar_mag, bar_phase = rng.random() < 0.3, rng.random() < 0.3
     if bar_mag:
-        mag[top + int(0.48 * s) : top + int(0.54 * s), left + int(0.2 * s) : left + int(0.8 * s)] *= 1.3
+        mag[top + int(0.48 * s) : top + int(0.54 * s), left + int(0.2 * s) : left + int(0.8 * s)] *= c["bar_mag"]
     if bar_phase:
-        phase[top + int(0.35 * s) : top + int(0.62 * s), left + int(0.47 * s) : left + int(0.53 * s)] += 0.7
+        phase[top + int(0.35 * s) : top + int(0.62 * s), left + int(0.47 * s) : left + int(0.53 * s)] += c["bar_phase"]
     if bar_mag or bar_phase:
         labels["abnormal"], where["abnormal"] = 1, (0.5 * s, 0.5 * s)
     # noise goes into magnitude and phase separately: complex noise would make phase noisier
     # wherever magnitude is low, leaking magnitude cues into the phase image
-    mag = mag + 0.15 * rng.normal(size=mag.shape)
-    phase = phase + 0.25 * rng.normal(size=phase.shape)
+    mag = mag + c["mag_noise"] * rng.normal(size=mag.shape)
+    phase = phase + c["phase_noise"] * rng.normal(size=phase.shape)
     image = mag * np.exp(1j * phase)
     return image, labels, where
 
