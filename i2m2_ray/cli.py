@@ -126,6 +126,13 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
 
     init_ray(args.address, cfg, concurrent_models=3)  # stage 1: two unimodal experts + inter
     try:
+        # before any data are read: on several nodes, what workers write must be shared
+        from i2m2_ray import tracking
+
+        shared = [args.storage_path or str(out / "ray_results")]
+        if tracking.default_tracking_uri(out).startswith("sqlite:"):
+            shared.append(str(out))
+        check_shared_storage(shared)
         try:
             prepared = dataset_module(experiment).load(cfg, args.data_dir, args.annotations, out)
         except DataError as exc:
@@ -137,10 +144,6 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        shared = [pipeline.storage]
-        if pipeline.uri.startswith("sqlite:"):
-            shared.append(str(out))
-        check_shared_storage(shared)
         result = pipeline.run()
     finally:
         ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -140,9 +141,14 @@ class RayHead:
         self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def add_worker_node(self, num_cpus: int = 2) -> None:
+    def add_worker_node(self, num_cpus: int = 2, private_dir: Path | None = None) -> None:
         """A second node: ``ray start --address`` in its own process group, with a
-        ``second_node`` custom resource."""
+        ``second_node`` custom resource.
+
+        ``private_dir``: the node (and every worker it starts) sees its own empty tmpfs
+        there, in a mount namespace of its own, as a machine that lacks a mount would: what
+        the head writes into that folder, this node cannot see.
+        """
         cmd = [
             str(VENV_BIN / "ray"),
             "start",
@@ -157,6 +163,10 @@ class RayHead:
             "--min-worker-port=25000",
             "--max-worker-port=29999",
         ]
+        if private_dir is not None:
+            private_dir.mkdir(parents=True, exist_ok=True)
+            mount = f"mount -t tmpfs i2m2-private {shlex.quote(str(private_dir))}"
+            cmd = ["unshare", "--mount", "sh", "-c", f"{mount} && exec {shlex.join(cmd)}"]
         self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
         # a joining node must present the cluster's token (~/.ray/auth_token) to the GCS
         env = {**os.environ, "RAY_AUTH_MODE": "token"}

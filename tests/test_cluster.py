@@ -82,3 +82,24 @@ def test_cluster_yaml(path: Path) -> None:
 def test_every_kind_is_shipped() -> None:
     kinds = {yaml.safe_load(p.read_text()).get("kind", p.name) for p in FILES}
     assert {"RayCluster", "RayJob", "runtime_env.yaml", "aws.yaml", "gcp.yaml"} <= kinds
+
+
+DOCS = [REPO / "README.md", CLUSTER / "README.md", REPO / "docs" / "errors.md", REPO / "benchmarks" / "README.md"]
+
+
+def test_ui_commands_in_docs_and_hints_bind_to_localhost() -> None:
+    """The MLflow UI and Ray dashboard a user opens stay on 127.0.0.1: every ``mlflow ui``
+    command in the docs and in the scripts' closing hints names ``--host 127.0.0.1``, the
+    local Ray's dashboard is started on 127.0.0.1, and the cluster dashboard is reached
+    through a tunnel (``ray dashboard`` / ``kubectl port-forward``) on 127.0.0.1."""
+    texts = {p: p.read_text() for p in DOCS if p.is_file()}
+    texts.update({p: p.read_text() for p in (REPO / "i2m2_ray").glob("*.py")})
+    ui_lines = [(p, line) for p, t in texts.items() for line in t.splitlines() if "mlflow ui" in line and "--" in line]
+    assert ui_lines, "no mlflow ui command found in the docs"
+    for path, line in ui_lines:
+        assert "--host 127.0.0.1" in line, f"{path}: {line.strip()}"
+    cli = (REPO / "i2m2_ray" / "cli.py").read_text()
+    assert 'dashboard_host="127.0.0.1"' in cli and "0.0.0.0" not in cli
+    walk = texts[CLUSTER / "README.md"]
+    assert "ray dashboard cluster/" in walk and "kubectl port-forward" in walk
+    assert "RAY_ADDRESS=http://127.0.0.1:8265" in walk

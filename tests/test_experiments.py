@@ -88,56 +88,65 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
         server.stop()
 
 
+def submit(head: RayHead, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``ray job submit`` of the fastMRI smoke test to ``head``, blocking until it ends."""
+    # the client reads the token that the head wrote to ~/.ray/auth_token
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env",
+        str(REPO / "cluster" / "runtime_env.yaml"),
+        "--",
+        "python",
+        "experiments/fastmri.py",
+        "--smoke-test",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
 @pytest.mark.multinode
 def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     head = RayHead(num_cpus=4)
+    hidden = tmp_path / "not_shared"  # the second node mounts its own empty folder here
     try:
         head.wait_ready()
-        head.add_worker_node(num_cpus=2)
+        head.add_worker_node(num_cpus=2, private_dir=hidden)
         deadline = time.time() + 300  # a node joins in ~10-30 s, longer on a loaded 2-core machine
         while time.time() < deadline and head.alive_nodes() < 2:
             time.sleep(2)
         assert head.alive_nodes() == 2, Path(head.worker_log.name).read_text()[-3000:]
+        # 1. an output folder that the second node cannot see fails at start, with the reason
+        bad = submit(head, hidden / "out", "--num-workers", "2")
+        assert bad.returncode != 0
+        assert f"{hidden / 'out'} is a local path that node" in bad.stdout + bad.stderr, bad.stdout[-3000:]
+        assert "stage 1" not in bad.stdout  # no training started
+        # 2. a folder both nodes see: DDP over two workers, one on each node
         out = tmp_path / "out"
-        # the client reads the token that the head wrote to ~/.ray/auth_token
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        env.pop("RAY_ADDRESS", None)
-        proc = subprocess.run(
-            [
-                str(VENV_BIN / "ray"),
-                "job",
-                "submit",
-                "--address",
-                head.dashboard,
-                "--working-dir",
-                str(REPO),
-                "--runtime-env",
-                str(REPO / "cluster" / "runtime_env.yaml"),
-                "--",
-                "python",
-                "experiments/fastmri.py",
-                "--smoke-test",
-                "--output-dir",
-                str(out),
-                "--num-workers",
-                "2",
-                "--set",
-                "run.placement_strategy=STRICT_SPREAD",
-                "--set",
-                "run.cpus_per_worker=0.5",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
+        proc = submit(
+            head,
+            out,
+            "--num-workers",
+            "2",
+            "--set",
+            "run.placement_strategy=STRICT_SPREAD",
+            "--set",
+            "run.cpus_per_worker=0.5",
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout
         summary = check_outputs(out, f"sqlite:///{out / 'mlflow.db'}")
-        # DDP over two workers, one on each node
         assert all(m["num_nodes"] == 2 for m in summary.values())
     finally:
         head.stop()
