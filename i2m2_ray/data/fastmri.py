@@ -38,6 +38,7 @@ from i2m2_ray.data.base import (
 from i2m2_ray.spec import TaskSpec
 
 if TYPE_CHECKING:
+    import ray.data
     from torch import nn
 
 log = logging.getLogger(__name__)
@@ -152,29 +153,66 @@ def inspect_volume(path: Path) -> tuple[int, int, int]:
         raise DataError(f"{path}: cannot be read as HDF5 ({exc})") from None
 
 
-def kspace_to_image(kspace: np.ndarray, pad_width: int, crop: int) -> np.ndarray:
-    """Zero-fill k-space to ``pad_width``, centred inverse 2-D FFT, centre crop.
+def _alternating(n: int, start: int = 0) -> np.ndarray:
+    """``(-1)^(start + i)`` for ``i < n``, float32."""
+    return np.where((np.arange(n) + start) % 2, -1.0, 1.0).astype(np.float32)
 
-    Args:
-        kspace: ``(..., H, W)`` complex, ``W <= pad_width``.
-    Returns:
-        ``(..., crop, crop)`` complex64 image.
-    """
-    h, w = kspace.shape[-2:]
+
+def kspace_signs(h: int, w: int, left: int) -> np.ndarray:
+    """``(h, w)`` signs ``(-1)^(row + left + col)`` that k-space placed at column ``left``
+    of the zero-filled grid is multiplied by (see :func:`kspace_to_image`)."""
+    return _alternating(h)[:, None] * _alternating(w, left)[None, :]
+
+
+def _check_sizes(h: int, w: int, pad_width: int, crop: int) -> None:
     if w > pad_width:
         raise ValueError(f"k-space width {w} exceeds pad width {pad_width}")
     if crop > h or crop > pad_width:
         raise ValueError(f"crop {crop} larger than the image ({h}, {pad_width})")
-    left = (pad_width - w) // 2
-    padded = np.zeros((*kspace.shape[:-1], pad_width), dtype=np.complex64)
-    padded[..., left : left + w] = kspace
-    axes = (-2, -1)
-    image = scipy.fft.fftshift(
-        scipy.fft.ifft2(scipy.fft.ifftshift(padded, axes=axes), axes=axes, norm="ortho"), axes=axes
-    )
+
+
+def kspace_to_image(kspace: np.ndarray, pad_width: int, crop: int, signed: bool = False) -> np.ndarray:
+    """Zero-fill k-space to ``pad_width``, centred inverse 2-D FFT, centre crop.
+
+    For even sizes the centring shifts are sign flips, ``fftshift(ifft(ifftshift(x)))[n] =
+    (-1)^(n + N/2) ifft((-1)^k x)[n]``: k-space is multiplied by alternating signs while it
+    is zero-filled and the crop by the output signs, so no whole-array shift copies are
+    made; the width is transformed first and cropped before the height is, so the second
+    pass runs over ``crop`` columns instead of ``pad_width``.
+
+    Args:
+        kspace: ``(..., H, W)`` complex, ``W <= pad_width``.
+        signed: ``kspace`` is already zero-filled to ``pad_width`` and multiplied by
+            :func:`kspace_signs` (what :class:`SlicePreprocessor` hands over); then it is
+            transformed in place.
+    Returns:
+        ``(..., crop, crop)`` complex64 image.
+    """
+    h, w = kspace.shape[-2:]
+    _check_sizes(h, w, pad_width, crop)
     top = (h - crop) // 2
     lft = (pad_width - crop) // 2
-    return image[..., top : top + crop, lft : lft + crop].astype(np.complex64)
+    left = (pad_width - w) // 2
+    if h % 2 or pad_width % 2:  # odd sizes: the plain shifts
+        if signed:
+            raise ValueError("signed k-space needs an even height and pad width")
+        padded = np.zeros((*kspace.shape[:-1], pad_width), dtype=np.complex64)
+        padded[..., left : left + w] = kspace
+        axes = (-2, -1)
+        image = scipy.fft.fftshift(
+            scipy.fft.ifft2(scipy.fft.ifftshift(padded, axes=axes), axes=axes, norm="ortho"), axes=axes
+        )
+        return image[..., top : top + crop, lft : lft + crop].astype(np.complex64, copy=False)
+    if signed:
+        padded = kspace
+    else:
+        padded = np.zeros((*kspace.shape[:-1], pad_width), dtype=np.complex64)
+        np.multiply(kspace, kspace_signs(h, w, left), out=padded[..., left : left + w])
+    cols = scipy.fft.ifft(padded, axis=-1, norm="ortho", overwrite_x=True)[..., lft : lft + crop]
+    image = scipy.fft.ifft(cols, axis=-2, norm="ortho", overwrite_x=True)[..., top : top + crop, :]
+    out_signs = _alternating(crop, top + h // 2)[:, None] * _alternating(crop, lft + pad_width // 2)[None, :]
+    image *= out_signs
+    return image.astype(np.complex64, copy=False)
 
 
 def image_to_modalities(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -203,6 +241,7 @@ class SlicePreprocessor:
         slices = batch["slice"].astype(np.int64)
         n = len(paths)
         kspace: np.ndarray | None = None
+        signed = False
         for path in dict.fromkeys(paths.tolist()):
             idx = np.flatnonzero(paths == path)
             try:
@@ -214,13 +253,17 @@ class SlicePreprocessor:
                 raise DataError(f"{path}: cannot read 'kspace' ({exc})") from None
             if kspace is None:
                 kspace = np.zeros((n, data.shape[1], self.pad_width), dtype=np.complex64)
+                signed = data.shape[1] % 2 == 0 and self.pad_width % 2 == 0
             if not np.all(np.isfinite(data)):
                 raise DataError(f"{path}: 'kspace' holds NaN or inf values")
-            w = data.shape[-1]
+            h, w = data.shape[-2:]
             left = (self.pad_width - w) // 2
-            kspace[idx[order], :, left : left + w] = data
+            if signed:  # zero-fill and the centring signs in one pass (see kspace_to_image)
+                kspace[idx[order], :, left : left + w] = data * kspace_signs(h, w, left)
+            else:
+                kspace[idx[order], :, left : left + w] = data
         assert kspace is not None
-        out = image_to_modalities(kspace_to_image(kspace, self.pad_width, self.crop))
+        out = image_to_modalities(kspace_to_image(kspace, self.pad_width, self.crop, signed=signed))
         for head in LABELS:
             out[label_column(head)] = batch[label_column(head)].astype(np.int64)
         return out
@@ -276,10 +319,18 @@ def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
     return PreActResNet(in_channels=len(modalities), width=cfg.width, blocks=cfg.blocks, groups=cfg.groups)
 
 
-def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:
-    """Index, split by volume and build the streaming Ray Datasets."""
+def slice_dataset(rows: list[dict[str, Any]], pad_width: int, crop: int) -> ray.data.Dataset:
+    """Index rows -> a lazy Ray Dataset of modality arrays and labels (read and FFT in
+    ``map_batches``)."""
     import ray.data
 
+    blocks = max(1, min(len(rows) // 16, 64))
+    index = ray.data.from_items(rows, override_num_blocks=blocks)
+    return index.map_batches(SlicePreprocessor(pad_width, crop), batch_size=16, batch_format="numpy")
+
+
+def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:
+    """Index, split by volume and build the streaming Ray Datasets."""
     rows, info = build_index(cfg, Path(data_dir), Path(annotations_dir))
     volumes = sorted({r["volume"] for r in rows})
     split = seeded_split(volumes, cfg.data.split, cfg.run.seed)
@@ -291,15 +342,12 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
             )
     where = {v: s for s, vols in split.items() for v in vols}
     quiet_data_context()
-    prep = SlicePreprocessor(cfg.data.pad_width, cfg.data.crop_size)
     datasets: dict[str, ray.data.Dataset] = {}
     sizes: dict[str, int] = {}
     for name in split:
         part = [r for r in rows if where[r["volume"]] == name]
         sizes[name] = len(part)
-        blocks = max(1, min(len(part) // 16, 64))
-        index = ray.data.from_items(part, override_num_blocks=blocks)
-        datasets[name] = index.map_batches(prep, batch_size=16, batch_format="numpy")
+        datasets[name] = slice_dataset(part, cfg.data.pad_width, cfg.data.crop_size)
     train = [r for r in rows if where[r["volume"]] == "train"]
     counts = {h: [sum(1 for r in train if r[label_column(h)] == c) for c in (0, 1)] for h in LABELS}
     info.update({f"{k}_volumes": len(v) for k, v in split.items()})
@@ -318,7 +366,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
 SUMMARY_COLUMNS = ("auroc_mean", "balanced_accuracy_mean", *(f"auroc_{h}" for h in LABELS))
 
 # Overrides applied by ``--smoke-test``: a tiny sample and model, a couple of epochs.
-SAMPLE_VERSION = 4  # bump when the generator changes, so stale samples are rewritten
+SAMPLE_VERSION = 5  # bump when the generator changes, so stale samples are rewritten
 
 SMOKE_OVERRIDES = (
     "data.crop_size=32",

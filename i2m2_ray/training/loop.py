@@ -358,7 +358,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
 
     stopped_early = False
     for epoch in range(state["epoch"], epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batches = train_shard.iter_torch_batches(
             batch_size=bs,
             device=device,
@@ -367,7 +367,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             **fetch,
         )
         seen, total = train_epoch(model, batches, lc.spec, optimizer, params, weights, settings)
-        train_time = time.perf_counter() - t0
+        train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         metrics: dict[str, float] = {}
         if rank == 0:
             val_batches = val_shard.iter_torch_batches(batch_size=bs, device=device, **fetch)
@@ -381,6 +381,9 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 "train_loss": total / max(seen, 1),
                 "samples_per_s": seen * world / max(train_time, 1e-9),
                 "peak_rss_mb": max(rss),  # the largest worker's peak resident memory so far
+                # per CPU-second of this worker process (all its threads): unlike samples/s,
+                # not lowered by other jobs on the machine
+                "samples_per_cpu_s": seen / max(train_cpu, 1e-9),
             }
         )
         value = metrics.get(f"val_{monitor}", math.nan)

@@ -104,6 +104,33 @@ def test_kspace_to_image_matches_numpy_reference() -> None:
     np.testing.assert_allclose(mods["magnitude"].mean(axis=(-2, -1)), 0, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,pad,crop", [((2, 12, 7), 10, 6), ((1, 11, 7), 10, 5), ((3, 16, 9), 13, 8)])
+def test_kspace_to_image_even_and_odd_sizes_match_the_shifts(shape: tuple[int, int, int], pad: int, crop: int) -> None:
+    # even sizes take the sign-flip path, odd ones the plain shifts: both equal the reference
+    rng = np.random.default_rng(1)
+    k = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    h, w = shape[1:]
+    padded = np.zeros((shape[0], h, pad), dtype=np.complex128)
+    padded[:, :, (pad - w) // 2 : (pad - w) // 2 + w] = k
+    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(padded, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    top, left = (h - crop) // 2, (pad - crop) // 2
+    out = kspace_to_image(k, pad_width=pad, crop=crop)
+    assert out.dtype == np.complex64 and out.shape == (shape[0], crop, crop)
+    np.testing.assert_allclose(out, img[:, top : top + crop, left : left + crop], rtol=1e-5, atol=1e-6)
+
+
+def test_signed_kspace_gives_the_same_image() -> None:
+    from i2m2_ray.data.fastmri import kspace_signs
+
+    rng = np.random.default_rng(2)
+    k = (rng.normal(size=(2, 12, 7)) + 1j * rng.normal(size=(2, 12, 7))).astype(np.complex64)
+    signed = np.zeros((2, 12, 10), dtype=np.complex64)
+    signed[:, :, 1:8] = k * kspace_signs(12, 7, 1)
+    np.testing.assert_allclose(
+        kspace_to_image(signed, pad_width=10, crop=6, signed=True), kspace_to_image(k, 10, 6), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_point_in_image_centre_is_flat_kspace() -> None:
     # a delta at the centre pixel has constant-magnitude k-space; inverting recovers it
     img = np.zeros((8, 8), dtype=np.complex64)

@@ -1,0 +1,79 @@
+"""Smoke test of the benchmark scripts: each runs on tiny sizes and writes its JSON.
+
+Only that the figures exist and are positive is checked: timings on a shared machine are
+not something a test can assert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _run(args: list[str], timeout: float) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_gpu_script_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    stdout = _run(["benchmarks/gpu_fastmri.py", "--tiny", "--out", str(out)], timeout=300)
+    assert "I2M2 step / sum of expert steps" in stdout
+    r = json.loads(out.read_text())
+    assert r["tiny"] and r["crop"] == 32
+    assert _positive(r["flops_per_sample"]) and _positive(r["fft_slices_per_s"])
+    names = [v["name"] for v in r["variants"]]
+    assert names == ["fp32", "bf16", "bf16+channels_last"]
+    for v in r["variants"]:
+        assert _positive(v["samples_per_s"]) and _positive(v["step_ms"]), v
+    assert set(r["experts"]) == {"unimodal_magnitude", "unimodal_phase", "inter", "i2m2"}
+    assert _positive(r["i2m2_cost_ratio"])
+
+
+@pytest.mark.slow
+def test_perf_tables_run_tiny(tmp_path: Path) -> None:
+    stdout = _run(
+        ["benchmarks/perf.py", "all", "--tiny", "--datasets", "fastmri", "--out-root", str(tmp_path)], timeout=1500
+    )
+    for header in ("samples/s", "slices/s", "step ms", "speed-up", "peak RSS"):
+        assert header in stdout
+
+    def load(name: str) -> dict[str, Any]:
+        r: dict[str, Any] = json.loads((tmp_path / name / "results.json").read_text())
+        assert r["tiny"] and r["machine"]["logical_cpus"] >= 1 and "command" in r
+        return r
+
+    over = load("ray_overhead")["datasets"]["fastmri"]
+    for arm in ("plain", "ray_streaming", "ray_materialized"):
+        assert _positive(over[arm]["samples_per_s"]), arm
+    assert _positive(over["ray_streaming"]["ratio_to_plain"])
+
+    pipe = load("data_pipeline")["sizes"]["tiny"]
+    for key in ("torch_fft_1core", "numpy_compute_1core", "udf_in_process_1core", "ray_data", "ratio_per_core"):
+        assert _positive(pipe[key]), key
+
+    cost = load("i2m2_cost")["sizes"]["tiny"]
+    assert set(cost["step_s"]) == {"unimodal_magnitude", "unimodal_phase", "inter", "i2m2"}
+    assert all(_positive(v) for v in cost["step_s"].values()) and _positive(cost["ratio"])
+
+    runs = load("scaling")["runs"]
+    assert {"streaming-1", "streaming-2", "materialized-1", "materialized-2"} <= set(runs)
+    assert all(_positive(r["samples_per_s"]) for r in runs.values())
+
+    mem = load("memory")["sizes"]["tiny-batch16"]
+    assert _positive(mem["train_worker_peak_rss_mb"]) and _positive(mem["data_worker_peak_rss_mb"])
