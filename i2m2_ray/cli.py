@@ -76,8 +76,10 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int,
     The local Ray's dashboard listens on 127.0.0.1 on a free port, and its workers are told
     where (``RAY_API_SERVER_ADDRESS``): Ray Train frees the placement group of a run whose
     controller died through the state API, which otherwise looks for "the" Ray on this
-    machine and fails when several run. Ray gives a starting node 30 s to register; on a
-    loaded machine that can run out, so a failed start is retried (``attempts`` in all).
+    machine and fails when several run. Ray gives a starting node 30 s to register and its
+    dashboard 60 s to come up; on a loaded machine that can run out, so the dashboard gets
+    240 s (unless ``RAY_DASHBOARD_STARTUP_TIMEOUT_S`` says otherwise) and a failed start is
+    retried (``attempts`` in all).
     """
     import socket
 
@@ -88,6 +90,8 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int,
         ray.init(address=address, log_to_driver=True)
         return
     needed = int(concurrent_models * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
+    # Ray waits 60 s for the dashboard by default; a busy machine can need longer
+    os.environ.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "240")
     for attempt in range(1, attempts + 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

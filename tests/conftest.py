@@ -7,6 +7,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from i2m2_ray.data.fastmri import SMOKE_OVERRIDES
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+VENV_BIN = Path(sys.executable).parent  # the venv running the tests: its ray, mlflow, python
 
 TINY_SAMPLE = dict(volumes=14, slices=4, height=64, width=36, pad_width=40, crop=32, seed=0)
 # the entry points' --smoke-test settings: tiny crop, model and epochs
@@ -107,6 +108,12 @@ class MlflowServer:
         self.log.close()
 
 
+def venv_env() -> dict[str, str]:
+    """This environment with the project's venv first on PATH, as for a user who activated
+    it: a job's entrypoint ``python ...`` then runs the venv's Python."""
+    return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 class RayHead:
     """A ``ray start --head`` on 127.0.0.1 with its own ports and temp dir; stopping it
     kills only its own process group (never ``ray stop``, which stops every Ray here)."""
@@ -139,7 +146,9 @@ class RayHead:
             "--max-worker-port=24999",
         ]
         self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=venv_env()
+        )
 
     def add_worker_node(self, num_cpus: int = 2, private_dir: Path | None = None) -> None:
         """A second node: ``ray start --address`` in its own process group, with a
@@ -169,7 +178,7 @@ class RayHead:
             cmd = ["unshare", "--mount", "sh", "-c", f"{mount} && exec {shlex.join(cmd)}"]
         self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
         # a joining node must present the cluster's token (~/.ray/auth_token) to the GCS
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        env = {**venv_env(), "RAY_AUTH_MODE": "token"}
         self.worker = subprocess.Popen(
             cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
