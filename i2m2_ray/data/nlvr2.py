@@ -47,6 +47,9 @@ OPTIONS: dict[str, Any] = {
     "max_text_length": 40,
     "tokenizer": None,  # pretrained name / path; None: a word-level tokeniser from the training text
     "max_sentences": None,  # per split, for quick runs
+    # keep the preprocessed splits in Ray's object store after one pass (small data: the
+    # demo), instead of decoding and tokenising again every epoch
+    "cache": False,
 }
 DEFAULT_FILES = {"train": "nlvr2_train", "val": "nlvr2_dev", "test": "nlvr2_test1"}
 
@@ -147,6 +150,8 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         sizes[name] = len(items)
         index = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 64, 64)))
         datasets[name] = index.map_batches(prep, batch_size=64, batch_format="numpy")
+        if opts["cache"]:
+            datasets[name] = datasets[name].materialize()
     train_labels = [p["label"] for p in pairs["train"]]
     counts = {HEAD: [train_labels.count(0), train_labels.count(1)]}
     info = {"vocab_size": tokenizer.vocab_size, "train_true": counts[HEAD][1]}

@@ -62,6 +62,9 @@ OPTIONS: dict[str, Any] = {  # data.options known to this dataset, with defaults
     "max_text_length": 40,
     "tokenizer": None,  # pretrained name / path; None: a word-level tokeniser from the training text
     "max_questions": None,  # per split, for quick runs
+    # keep the preprocessed splits in Ray's object store after one pass (small data: the
+    # demo), instead of decoding and tokenising again every epoch
+    "cache": False,
 }
 DEFAULT_FILES = {"train": "vqavs_train", "val": "vqavs_val", "test": "vqavs_test_iid"}
 DEFAULT_FILES.update({k: f"vqavs_test_{k}" for k in OOD_SETS})
@@ -226,6 +229,8 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         blocks = max(1, min(len(items) // 64, 64))
         index = ray.data.from_items(items, override_num_blocks=blocks)
         datasets[key] = index.map_batches(prep, batch_size=64, batch_format="numpy")
+        if opts["cache"]:
+            datasets[key] = datasets[key].materialize()
     encoders = TransformersEncoders(
         vocab_size=tokenizer.vocab_size,
         image_size=int(opts["image_size"]),
