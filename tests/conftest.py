@@ -183,6 +183,21 @@ class RayHead:
             cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
 
+    def join_worker_node(self, num_cpus: int = 2, private_dir: Path | None = None, attempts: int = 3) -> None:
+        """Add a second node and wait until the cluster counts two alive nodes. Ray gives a
+        starting node 30 s to register (not configurable); on a loaded machine that can run
+        out, and the node's ``ray start`` exits: it is started again (``attempts`` in all)."""
+        for _ in range(attempts):
+            self.add_worker_node(num_cpus=num_cpus, private_dir=private_dir)
+            deadline = time.time() + 300
+            while time.time() < deadline and self.worker.poll() is None and self.alive_nodes() < 2:
+                time.sleep(2)
+            if self.alive_nodes() == 2:
+                return
+            kill_group(self.worker)
+            self.worker_log.close()
+        raise AssertionError(f"the second node did not join: {Path(self.worker_log.name).read_text()[-3000:]}")
+
     def alive_nodes(self) -> int:
         import json
         import urllib.request

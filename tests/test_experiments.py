@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -122,11 +121,7 @@ def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     hidden = tmp_path / "not_shared"  # the second node mounts its own empty folder here
     try:
         head.wait_ready()
-        head.add_worker_node(num_cpus=2, private_dir=hidden)
-        deadline = time.time() + 300  # a node joins in ~10-30 s, longer on a loaded 2-core machine
-        while time.time() < deadline and head.alive_nodes() < 2:
-            time.sleep(2)
-        assert head.alive_nodes() == 2, Path(head.worker_log.name).read_text()[-3000:]
+        head.join_worker_node(num_cpus=2, private_dir=hidden)
         # 1. an output folder that the second node cannot see fails at start, with the reason
         bad = submit(head, hidden / "out", "--num-workers", "2")
         assert bad.returncode != 0

@@ -38,7 +38,7 @@ from i2m2_ray.tuning import (
     trial_concurrency,
 )
 
-from .conftest import REPO
+from .conftest import REPO, VENV_BIN, RayHead
 
 SPEC = TaskSpec(("magnitude", "phase"), {h: 2 for h in ("abnormal", "acl", "cartilage", "mtear")})
 SPECS = {
@@ -534,3 +534,39 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     for c in children:
         assert "objective" in c.data.metrics and 0.0 <= c.data.metrics["objective"] <= 1.0
         assert len(client.get_metric_history(c.info.run_id, f"val_{monitor}")) >= 1
+
+
+@pytest.mark.slow
+def test_sweep_through_ray_job_submit(tmp_path: Path) -> None:
+    """``ray job submit ... -- python experiments/search.py`` against a running cluster (a
+    head started here, token authentication on): the sweep joins it, runs every trial and
+    leaves its report and MLflow runs in the output folder."""
+    head = RayHead(num_cpus=4)
+    try:
+        head.wait_ready()
+        space = tmp_path / "space.yaml"
+        space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
+        out = tmp_path / "out"
+        env = {**sweep_env(), "RAY_AUTH_MODE": "token"}  # the client presents ~/.ray/auth_token
+        cmd = [
+            str(VENV_BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            head.dashboard,
+            "--working-dir",
+            str(REPO),
+            "--runtime-env",
+            str(REPO / "cluster" / "runtime_env.yaml"),
+            "--",
+            *["python", *search_cmd(out, space, 3)[1:]],
+        ]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+        assert "succeeded" in proc.stdout and "Best trial" in proc.stdout
+        assert len(tune_trials(out)) == 3
+        client, parent, children = mlflow_runs(out)
+        assert parent.info.status == "FINISHED" and len({c.data.tags["trial_id"] for c in children}) == 3
+        assert (out / "search" / "search-fastmri" / "report" / "ranking.txt").is_file()
+    finally:
+        head.stop()
