@@ -247,8 +247,9 @@ class SlicePreprocessor:
             try:
                 with h5py.File(path, "r") as f:
                     ds = f["kspace"]
-                    order = np.argsort(slices[idx])
-                    data = ds[np.sort(slices[idx])]
+                    # h5py reads strictly increasing indices: each distinct slice once
+                    wanted, where = np.unique(slices[idx], return_inverse=True)
+                    data = ds[wanted]
             except (OSError, KeyError) as exc:
                 raise DataError(f"{path}: cannot read 'kspace' ({exc})") from None
             if kspace is None:
@@ -259,9 +260,8 @@ class SlicePreprocessor:
             h, w = data.shape[-2:]
             left = (self.pad_width - w) // 2
             if signed:  # zero-fill and the centring signs in one pass (see kspace_to_image)
-                kspace[idx[order], :, left : left + w] = data * kspace_signs(h, w, left)
-            else:
-                kspace[idx[order], :, left : left + w] = data
+                data = data * kspace_signs(h, w, left)
+            kspace[idx, :, left : left + w] = data[where]
         assert kspace is not None
         out = image_to_modalities(kspace_to_image(kspace, self.pad_width, self.crop, signed=signed))
         for head in LABELS:
@@ -319,14 +319,23 @@ def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
     return PreActResNet(in_channels=len(modalities), width=cfg.width, blocks=cfg.blocks, groups=cfg.groups)
 
 
+SLICE_BATCH_BYTES = 8 << 20  # output bytes per preprocessing batch (magnitude + phase, float32)
+
+
 def slice_dataset(rows: list[dict[str, Any]], pad_width: int, crop: int) -> ray.data.Dataset:
     """Index rows -> a lazy Ray Dataset of modality arrays and labels (read and FFT in
-    ``map_batches``)."""
+    ``map_batches``).
+
+    A batch holds about 8 MB of output (16 slices at 320x320, 256 at the demo's 64x64):
+    each Ray Data task costs tens of milliseconds of scheduling and transfer, which small
+    slices would not amortise (benchmarks/README.md, data pipeline).
+    """
     import ray.data
 
-    blocks = max(1, min(len(rows) // 16, 64))
+    batch = max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
+    blocks = max(1, min(len(rows) // batch, 64))
     index = ray.data.from_items(rows, override_num_blocks=blocks)
-    return index.map_batches(SlicePreprocessor(pad_width, crop), batch_size=16, batch_format="numpy")
+    return index.map_batches(SlicePreprocessor(pad_width, crop), batch_size=batch, batch_format="numpy")
 
 
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:

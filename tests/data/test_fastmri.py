@@ -265,3 +265,17 @@ def test_empty_split_is_named(ray_local: None, tmp_path: Path) -> None:
     data_dir, ann_dir = write_sample(tmp_path / "s", **{**TINY_SAMPLE, "volumes": 3})
     with pytest.raises(DataError, match=r"the '(val|test)' split is empty"):
         prepare(load_config(None, TINY_OVERRIDES), data_dir, ann_dir)
+
+
+def test_preprocessor_reads_repeated_and_unsorted_slices(tiny_fastmri: tuple[Path, Path]) -> None:
+    # a batch may name a slice twice and in any order: each row gets its own slice
+    data_dir, _ = tiny_fastmri
+    path = str(sorted(data_dir.glob("*.h5"))[0])
+    prep = SlicePreprocessor(pad_width=40, crop=32)
+    labels = {f"y_{h}": np.zeros(4, dtype=np.int64) for h in ("abnormal", "acl", "cartilage", "mtear")}
+    out = prep({"path": np.array([path] * 4), "slice": np.array([2, 0, 2, 1]), **labels})
+    single = [prep({"path": np.array([path]), "slice": np.array([s]), **{k: v[:1] for k, v in labels.items()}})
+              for s in (2, 0, 1)]  # fmt: skip
+    for row, ref in zip([0, 1, 2, 3], [single[0], single[1], single[0], single[2]], strict=True):
+        np.testing.assert_allclose(out["magnitude"][row], ref["magnitude"][0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["phase"][row], ref["phase"][0], rtol=1e-5, atol=1e-5)
