@@ -46,10 +46,10 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # seven small Ray Train runs; minutes on a busy 2-core machine
 def test_perf_tables_run_tiny(tmp_path: Path) -> None:
-    stdout = _run(
-        ["benchmarks/perf.py", "all", "--tiny", "--datasets", "fastmri", "--out-root", str(tmp_path)], timeout=1500
-    )
+    args = ["all", "--tiny", "--datasets", "fastmri", "--data", "materialized", "--out-root", str(tmp_path)]
+    stdout = _run(["benchmarks/perf.py", *args], timeout=2300)
     for header in ("samples/s", "slices/s", "step ms", "speed-up", "peak RSS"):
         assert header in stdout
 
@@ -72,7 +72,7 @@ def test_perf_tables_run_tiny(tmp_path: Path) -> None:
     assert all(_positive(v) for v in cost["step_s"].values()) and _positive(cost["ratio"])
 
     runs = load("scaling")["runs"]
-    assert {"streaming-1", "streaming-2", "materialized-1", "materialized-2"} <= set(runs)
+    assert {"materialized-1", "materialized-2"} <= set(runs)
     assert all(_positive(r["samples_per_s"]) for r in runs.values())
 
     mem = load("memory")["sizes"]["tiny-batch16"]
