@@ -115,6 +115,24 @@ def submit(head: RayHead, out: Path, *extra: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
+def test_fastmri_job_submit_to_a_local_head(tmp_path: Path) -> None:
+    """``ray job submit`` of the tiny pipeline to a ``ray start --head`` on 127.0.0.1 (token
+    authentication on): the job succeeds, summary.json and the MLflow runs exist; only the
+    head started here is stopped."""
+    head = RayHead(num_cpus=4)
+    try:
+        head.wait_ready()
+        out = tmp_path / "out"
+        proc = submit(head, out)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert "succeeded" in proc.stdout
+        check_outputs(out, f"sqlite:///{out / 'mlflow.db'}")
+    finally:
+        head.stop()
+    assert head.proc.poll() is not None  # the head is gone
+
+
+@pytest.mark.slow
 @pytest.mark.multinode
 def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
     head = RayHead(num_cpus=4)
