@@ -108,6 +108,24 @@ class MlflowServer:
         self.log.close()
 
 
+def job_submit_cmd(head: RayHead, *entrypoint: str) -> list[str]:
+    """``ray job submit`` of ``entrypoint`` to ``head``, uploading this checkout with the
+    project's runtime_env (data, outputs and venvs left behind), blocking until it ends."""
+    return [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env",
+        str(REPO / "cluster" / "runtime_env.yaml"),
+        "--",
+        *entrypoint,
+    ]
+
+
 def venv_env() -> dict[str, str]:
     """This environment with the project's venv first on PATH, as for a user who activated
     it: a job's entrypoint ``python ...`` then runs the venv's Python."""

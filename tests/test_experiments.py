@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, VENV_BIN, MlflowServer, RayHead
+from .conftest import REPO, MlflowServer, RayHead, job_submit_cmd
 
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
 
@@ -93,24 +93,15 @@ def submit(head: RayHead, out: Path, *extra: str) -> subprocess.CompletedProcess
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(VENV_BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--working-dir",
-        str(REPO),
-        "--runtime-env",
-        str(REPO / "cluster" / "runtime_env.yaml"),
-        "--",
+    cmd = job_submit_cmd(
+        head,
         "python",
         "experiments/fastmri.py",
         "--smoke-test",
         "--output-dir",
         str(out),
         *extra,
-    ]
+    )
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -143,7 +134,8 @@ def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
         # 1. an output folder that the second node cannot see fails at start, with the reason
         bad = submit(head, hidden / "out", "--num-workers", "2")
         assert bad.returncode != 0
-        assert f"{hidden / 'out'} is a local path that node" in bad.stdout + bad.stderr, bad.stdout[-3000:]
+        said = bad.stdout + bad.stderr
+        assert f"error: {hidden / 'out'}/ray_results is a local path that node" in said, said[-3000:]
         assert "stage 1" not in bad.stdout  # no training started
         # 2. a folder both nodes see: DDP over two workers, one on each node
         out = tmp_path / "out"

@@ -38,7 +38,7 @@ from i2m2_ray.tuning import (
     trial_concurrency,
 )
 
-from .conftest import REPO, VENV_BIN, RayHead
+from .conftest import REPO, RayHead, job_submit_cmd
 
 SPEC = TaskSpec(("magnitude", "phase"), {h: 2 for h in ("abnormal", "acl", "cartilage", "mtear")})
 SPECS = {
@@ -548,19 +548,7 @@ def test_sweep_through_ray_job_submit(tmp_path: Path) -> None:
         space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
         out = tmp_path / "out"
         env = {**sweep_env(), "RAY_AUTH_MODE": "token"}  # the client presents ~/.ray/auth_token
-        cmd = [
-            str(VENV_BIN / "ray"),
-            "job",
-            "submit",
-            "--address",
-            head.dashboard,
-            "--working-dir",
-            str(REPO),
-            "--runtime-env",
-            str(REPO / "cluster" / "runtime_env.yaml"),
-            "--",
-            *["python", *search_cmd(out, space, 3)[1:]],
-        ]
+        cmd = job_submit_cmd(head, "python", *search_cmd(out, space, 3)[1:])
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
         assert "succeeded" in proc.stdout and "Best trial" in proc.stdout
