@@ -151,6 +151,8 @@ def test_fastmri_job_submit_to_two_node_cluster(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout
+        failed = [line for line in proc.stdout.splitlines() if "MLflow tracking failed" in line]
+        assert not failed, failed
         summary = check_outputs(out, f"sqlite:///{out / 'mlflow.db'}")
         assert all(m["num_nodes"] == 2 for m in summary.values())
     finally:
