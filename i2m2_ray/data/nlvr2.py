@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from i2m2_ray.config import ExperimentConfig
-from i2m2_ray.data.arrow_vl import ArrowRows, TextTokenizer, as_list, decode_image, make_tokenizer, open_table
+from i2m2_ray.data.arrow_vl import (
+    TINY_TRANSFORMER_OVERRIDES,
+    ArrowRows,
+    TextTokenizer,
+    as_list,
+    decode_image,
+    make_tokenizer,
+    open_table,
+)
 from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
 from i2m2_ray.spec import TaskSpec
 
@@ -179,18 +187,7 @@ SAMPLE_VERSION = 1
 
 SMOKE_OVERRIDES = (
     "data.sample={train: 60, val: 20, test: 20, seed: 0}",
-    "data.options.image_size=16",
-    "data.options.max_text_length=12",
-    "model.options.text={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
-    "model.options.image={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
-    " patch_size: 8}",
-    "model.options.inter={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
-    " patch_size: 8}",
-    "model.head_hidden=16",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "product.epochs=1",
-    "product.init=components",
+    *TINY_TRANSFORMER_OVERRIDES,
 )
 
 
