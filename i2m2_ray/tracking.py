@@ -110,7 +110,7 @@ def epoch_logger(uri: str, run_id: str) -> Callable[[Mapping[str, float], int], 
         if not alive[0]:
             return
         try:
-            log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
+            retry_locked(log_metrics, uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
         except Exception as exc:
             alive[0] = False
             print(
@@ -170,6 +170,26 @@ def reachable(uri: str, timeout: float = 5.0) -> bool:
         return False
 
 
+LOCKED_MARKERS = ("database is locked", "database is busy")
+
+
+def retry_locked(fn: Callable[..., Any], *args: Any, attempts: int = 6, wait_s: float = 2.0, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, retried while an sqlite store is locked by another writer.
+
+    Concurrent fits write to one sqlite file; a write waits 5 s for the lock and then raises
+    "database is locked" (seen on a loaded 2-core machine). Such a write did not happen, so
+    trying again is safe; any other error is raised at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not any(m in str(exc) for m in LOCKED_MARKERS):
+                raise
+            time.sleep(wait_s * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def limit_retries() -> None:
     """Fail fast on a dead server: MLflow's default HTTP retries back off for minutes."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -205,8 +225,8 @@ class Tracker:
         if self.uri is None:
             return None
         try:
-            return fn(self.uri, *args, **kwargs)
-        except Exception as exc:  # any MLflow/network error: keep training, say so once
+            return retry_locked(fn, self.uri, *args, **kwargs)
+        except Exception as exc:  # any other MLflow/network error: keep training, say so once
             self._fail(f"{type(exc).__name__}: {str(exc)[:300]}")
             return None
 

@@ -126,6 +126,26 @@ def job_submit_cmd(head: RayHead, *entrypoint: str) -> list[str]:
     ]
 
 
+def submit_job(head: RayHead, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run ``ray job submit`` of ``entrypoint`` to ``head`` and wait for the job to end.
+
+    The client presents the token the head wrote to ~/.ray/auth_token (RAY_AUTH_MODE=token);
+    the job gets no tracking server and no download access (it uses its output folder's
+    sqlite store). A head whose job agent is still starting on a loaded machine answers
+    "No available agent": the submission is tried again then.
+    """
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        env.pop(key, None)
+    cmd = job_submit_cmd(head, *entrypoint)
+    for _ in range(5):
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(30)
+    return proc
+
+
 def venv_env() -> dict[str, str]:
     """This environment with the project's venv first on PATH, as for a user who activated
     it: a job's entrypoint ``python ...`` then runs the venv's Python."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, MlflowServer, RayHead, job_submit_cmd
+from .conftest import REPO, MlflowServer, RayHead, submit_job
 
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
 
@@ -89,20 +89,7 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
 
 def submit(head: RayHead, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """``ray job submit`` of the fastMRI smoke test to ``head``, blocking until it ends."""
-    # the client reads the token that the head wrote to ~/.ray/auth_token
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
-    cmd = job_submit_cmd(
-        head,
-        "python",
-        "experiments/fastmri.py",
-        "--smoke-test",
-        "--output-dir",
-        str(out),
-        *extra,
-    )
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return submit_job(head, "python", "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), *extra)
 
 
 @pytest.mark.slow

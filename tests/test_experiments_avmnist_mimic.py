@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, RayHead, submit_job
 
 
 def run_smoke(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -73,3 +73,25 @@ def test_mimic_smoke_on_local_ray(tmp_path: Path) -> None:
     paradigms = ["unimodal_static", "unimodal_timeseries", "inter", "intra", "i2m2"]
     check_outputs(out, "mimic", paradigms, "icd9_1", ["auroc", "auprc", "accuracy"])
     assert (out / "sample_data" / "im.pk").is_file() and (out / "sample_data" / "im.npz").is_file()
+
+
+@pytest.mark.slow
+def test_avmnist_and_mimic_through_ray_job_submit(tmp_path: Path) -> None:
+    """Both entry points submitted with ``ray job submit`` to one running head (token
+    authentication on): each job succeeds and leaves its summary, checkpoints and runs."""
+    head = RayHead(num_cpus=4)
+    try:
+        head.wait_ready()
+        jobs = {
+            "avmnist": (["--smoke-test"], ["unimodal_image", "unimodal_audio"], "digit", ["accuracy", "f1_macro"]),
+            "mimic": (["--smoke-test", "--task", "mortality"], ["unimodal_static", "unimodal_timeseries"],
+                      "mortality", ["balanced_accuracy", "accuracy", "auroc"]),
+        }
+        for name, (args, unimodal, head_name, metrics) in jobs.items():
+            out = tmp_path / name
+            proc = submit_job(head, "python", f"experiments/{name}.py", *args, "--output-dir", str(out))
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+            assert "succeeded" in proc.stdout
+            check_outputs(out, name, [*unimodal, "inter", "intra", "i2m2"], head_name, metrics)
+    finally:
+        head.stop()

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from i2m2_ray.data.vqa import OOD_SETS
 
-from .conftest import REPO, VENV_BIN, RayHead
+from .conftest import REPO, RayHead, submit_job
 
 PARADIGMS = ["unimodal_image", "unimodal_text", "inter", "intra", "i2m2"]
 
@@ -82,17 +81,7 @@ def test_vqa_through_ray_job_submit(tmp_path: Path) -> None:
     try:
         head.wait_ready()
         out = tmp_path / "out"
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1"}
-        for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
-            env.pop(key, None)
-        cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO)]
-        cmd += ["--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--"]
-        cmd += ["python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out)]
-        for _ in range(5):  # the head's job agent may still be starting on a loaded machine
-            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-            if "No available agent" not in proc.stderr + proc.stdout:
-                break
-            time.sleep(30)
+        proc = submit_job(head, "python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out))
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout
         summary = json.loads((out / "summary.json").read_text())

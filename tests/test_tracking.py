@@ -35,6 +35,46 @@ def test_sqlite_store_runs_end_and_nest(tmp_path: Path) -> None:
     assert c.info.status == p.info.status == "KILLED"
 
 
+def test_a_write_to_a_locked_sqlite_store_waits_for_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process holding the sqlite write lock past the driver's 5 s busy timeout
+    (a loaded machine, concurrent fits) delays tracking; it does not turn it off."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "m.db"
+    uri = f"sqlite:///{db}"
+    tracker = tracking.Tracker(uri, str(tmp_path))
+    exp = tracker.call(tracking.get_experiment_id, "e", tmp_path / "art")
+    run = tracker.call(tracking.start_run, exp, "r", tags={})
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # no other connection can read or write now
+    release = threading.Timer(7.0, holder.execute, args=("COMMIT",))
+    release.start()
+    try:
+        tracker.call(tracking.log_metrics, run, {"x": 0.25}, 1)
+    finally:
+        release.join()
+        holder.close()
+    assert tracker.enabled, capsys.readouterr().out
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(uri).get_run(run).data.metrics == {"x": 0.25}
+
+
+def test_a_tracking_error_other_than_a_lock_is_not_retried(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("no such table: runs")
+
+    with pytest.raises(ValueError, match="no such table"):
+        tracking.retry_locked(broken, wait_s=0.0)
+    assert calls == [1]
+
+
 def test_fit_result_round_trip(tmp_path: Path) -> None:
     res = FitResult(
         name="inter",

@@ -38,7 +38,7 @@ from i2m2_ray.tuning import (
     trial_concurrency,
 )
 
-from .conftest import REPO, RayHead, job_submit_cmd
+from .conftest import REPO, RayHead, submit_job
 
 SPEC = TaskSpec(("magnitude", "phase"), {h: 2 for h in ("abnormal", "acl", "cartilage", "mtear")})
 SPECS = {
@@ -547,9 +547,7 @@ def test_sweep_through_ray_job_submit(tmp_path: Path) -> None:
         space = tmp_path / "space.yaml"
         space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
         out = tmp_path / "out"
-        env = {**sweep_env(), "RAY_AUTH_MODE": "token"}  # the client presents ~/.ray/auth_token
-        cmd = job_submit_cmd(head, "python", *search_cmd(out, space, 3)[1:])
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+        proc = submit_job(head, "python", *search_cmd(out, space, 3)[1:], timeout=1200)
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
         assert "succeeded" in proc.stdout and "Best trial" in proc.stdout
         assert len(tune_trials(out)) == 3
