@@ -77,3 +77,18 @@ def test_perf_tables_run_tiny(tmp_path: Path) -> None:
 
     mem = load("memory")["sizes"]["tiny-batch16"]
     assert _positive(mem["train_worker_peak_rss_mb"]) and _positive(mem["data_worker_peak_rss_mb"])
+
+
+def test_seed_table_gives_each_seed_and_the_mean_and_std(tmp_path: Path) -> None:
+    """Hand-made summaries with known values: 0.8 and 0.6 -> 0.700 ± 0.100."""
+    for seed, (i2m2, inter) in enumerate([(0.8, 0.5), (0.6, 0.7)]):
+        d = tmp_path / f"avmnist_s{seed}"
+        d.mkdir()
+        summary = {"inter": {"accuracy": inter, "f1_macro": inter}, "i2m2": {"accuracy": i2m2, "f1_macro": 0.5}}
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "wall.json").write_text(json.dumps({"wall_seconds": 100.0 + seed, "load_average": 1.5, "returncode": 0}))
+    stdout = _run(["benchmarks/seeds.py", "avmnist", "--seeds", "0", "1", "--root", str(tmp_path)], timeout=60)
+    rows = {line.split(" | ")[0].strip("| "): line for line in stdout.splitlines() if line.startswith("| ")}
+    assert rows["i2m2"] == "| i2m2 | 0.800 | 0.600 | 0.700 ± 0.100 | 0.500 ± 0.000 |"
+    assert rows["inter"] == "| inter | 0.500 | 0.700 | 0.600 ± 0.100 | 0.600 ± 0.100 |"
+    assert "seed 0: 100 s (load 1.5); seed 1: 101 s (load 1.5)" in stdout
