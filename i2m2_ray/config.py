@@ -105,6 +105,9 @@ class RunSettings:
     paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
     max_failures: int = 1  # worker failures a model's training survives (resumes from its last epoch)
+    # Ray Data hands blocks to training in a fixed order (preserve_order), so the same seed
+    # gives the same batches; false lets a fast block overtake a slow one (more throughput)
+    deterministic: bool = True
 
 
 @dataclass

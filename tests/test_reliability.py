@@ -35,14 +35,14 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int):  # type: ignore[no-untyped-def]
+def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int, *extra: str):  # type: ignore[no-untyped-def]
     from i2m2_ray.config import load_config
     from i2m2_ray.data import fastmri
     from i2m2_ray.training.launch import FitRequest, fit
     from i2m2_ray.training.loop import LoopConfig
     from i2m2_ray.training.metrics import class_weights
 
-    cfg = load_config(None, [*TINY_OVERRIDES, "train.epochs=4", "train.patience=10", "run.seed=3"])
+    cfg = load_config(None, [*TINY_OVERRIDES, "train.epochs=4", "train.patience=10", "run.seed=3", *extra])
     data = fastmri.prepare(cfg, *tiny)
     loop = LoopConfig(
         name="inter",
@@ -105,6 +105,20 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
         f"worker loss: baseline auroc_mean {baseline.test['auroc_mean']:.4f}, "
         f"after kill {disturbed.test['auroc_mean']:.4f}, epochs {disturbed.epochs_run}"
     )
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_model(
+    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Two fits with one seed read the same batches in the same order (run.deterministic):
+    every epoch's validation metrics and the test metrics agree to the last digit."""
+    first = fit_inter(tmp_path, tiny_fastmri, "first", 0)
+    again = fit_inter(tmp_path, tiny_fastmri, "again", 0)
+    assert len(first.history) == len(again.history) == 4
+    for a, b in zip(first.history, again.history, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_auroc_mean"] == b["val_auroc_mean"], (a, b)
+    assert first.test == again.test
 
 
 def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]

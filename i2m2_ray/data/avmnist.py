@@ -227,7 +227,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
     }
     digits = {"train": train_digits, "val": train_digits, "test": test_digits}
     files = {"train": train_paths, "val": train_paths, "test": test_paths}
-    quiet_data_context()
+    quiet_data_context(cfg.run.deterministic)
     datasets: dict[str, ray.data.Dataset] = {}
     for split, idx in rows.items():
         index = ray.data.from_items(

@@ -50,13 +50,15 @@ class PreparedData:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def quiet_data_context() -> None:
+def quiet_data_context(deterministic: bool = True) -> None:
     """Turn off Ray Data's progress bars and start-of-execution prints for datasets built
     from here on (they are captured in each Dataset's context); training logs one line per
-    epoch instead."""
+    epoch instead. ``deterministic`` keeps blocks in the dataset's order (also when a split
+    is materialised), so that one seed gives one model (``run.deterministic``)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = deterministic
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False

@@ -350,7 +350,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
                 f"{cfg.data.split}); more volumes are needed"
             )
     where = {v: s for s, vols in split.items() for v in vols}
-    quiet_data_context()
+    quiet_data_context(cfg.run.deterministic)
     datasets: dict[str, ray.data.Dataset] = {}
     sizes: dict[str, int] = {}
     for name in split:

@@ -354,7 +354,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
         if len(r) == 0:
             raise DataError(f"{source}: the '{name}' split is empty ({len(labels)} samples; at least 10 are needed)")
     stats = zscore_stats(static, series, np.sort(rows["train"]))
-    quiet_data_context()
+    quiet_data_context(cfg.run.deterministic)
     reader = MIMICReader(str(files["static"]), str(files["timeseries"]), stats, task)
     datasets: dict[str, ray.data.Dataset] = {}
     for name, r in rows.items():

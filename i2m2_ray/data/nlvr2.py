@@ -149,7 +149,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     tokenizer = make_tokenizer(
         opts["tokenizer"], (p["sentence"] for p in pairs["train"]), work_dir, int(opts["max_text_length"])
     )
-    quiet_data_context()
+    quiet_data_context(cfg.run.deterministic)
     prep = NLVR2Preprocessor(tokenizer, int(opts["image_size"]))
     datasets: dict[str, ray.data.Dataset] = {}
     sizes: dict[str, int] = {}

@@ -219,7 +219,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         opts["tokenizer"], (q["question"] for q in questions["train"]), work_dir, int(opts["max_text_length"])
     )
     info: dict[str, Any] = {"answers": len(vocab), "vocab_size": tokenizer.vocab_size}
-    quiet_data_context()
+    quiet_data_context(cfg.run.deterministic)
     prep = VQAPreprocessor(tokenizer, int(opts["image_size"]), len(vocab))
     datasets: dict[str, ray.data.Dataset] = {}
     sizes: dict[str, int] = {}

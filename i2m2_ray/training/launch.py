@@ -83,6 +83,9 @@ def fit(req: FitRequest) -> FitResult:
 
     from i2m2_ray.training.checkpoint import save_checkpoint
 
+    ingest = DataConfig.default_ingest_options()
+    # the same seed, the same batches: blocks reach the workers in the dataset's order
+    ingest.preserve_order = bool(req.loop.experiment.get("run", {}).get("deterministic", True))
     resources: dict[str, Any] = {"CPU": req.cpus_per_worker}
     if req.use_gpu:
         resources["GPU"] = 1
@@ -106,7 +109,9 @@ def fit(req: FitRequest) -> FitResult:
         ),
         datasets=dict(req.datasets),
         # one worker reads the whole split: no streaming-split coordinator needed
-        dataset_config=DataConfig(datasets_to_split=["train"] if req.num_workers > 1 else []),
+        dataset_config=DataConfig(
+            datasets_to_split=["train"] if req.num_workers > 1 else [], execution_options=ingest
+        ),
     )
     t0 = time.perf_counter()
     result = trainer.fit()
