@@ -56,6 +56,14 @@ class LoopConfig:
     test_sets: list[str] = field(default_factory=list)
 
 
+def say(message: str) -> None:
+    """One line to the worker's stdout, which Ray forwards to the driver once. (Train V2
+    patches ``print`` into its logger and, because Ray wraps a worker's stdout, also echoes
+    it there: every printed line would reach the driver twice.)"""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (call with a per-rank offset where ranks should differ)."""
     random.seed(seed)
@@ -354,7 +362,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         best_state = saved["best_state"] or None
         state = saved["state"]
         if rank == 0:
-            print(f"[{lc.name}] resuming after epoch {state['epoch']} from {resumed.path}", flush=True)
+            say(f"[{lc.name}] resuming after epoch {state['epoch']} from {resumed.path}")
 
     stopped_early = False
     for epoch in range(state["epoch"], epochs):
@@ -410,17 +418,16 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
-            print(
+            say(
                 f"[{lc.name}] epoch {epoch + 1}/{epochs} loss {metrics['train_loss']:.4f} "
                 f"val {monitor} {value:.4f} (best {metrics['best_' + monitor]:.4f} @ {state['best_epoch']}) "
-                f"{metrics['samples_per_s']:.0f} samples/s",
-                flush=True,
+                f"{metrics['samples_per_s']:.0f} samples/s"
             )
             if log_epoch is not None:
                 log_epoch(metrics, epoch + 1)
         if stopped_early:
             if rank == 0:
-                print(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs", flush=True)
+                say(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs")
             break
 
     nodes = _gather(ray.get_runtime_context().get_node_id())
