@@ -108,26 +108,9 @@ class MlflowServer:
         self.log.close()
 
 
-def job_submit_cmd(head: RayHead, *entrypoint: str) -> list[str]:
-    """``ray job submit`` of ``entrypoint`` to ``head``, uploading this checkout with the
-    project's runtime_env (data, outputs and venvs left behind), blocking until it ends."""
-    return [
-        str(VENV_BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--working-dir",
-        str(REPO),
-        "--runtime-env",
-        str(REPO / "cluster" / "runtime_env.yaml"),
-        "--",
-        *entrypoint,
-    ]
-
-
 def submit_job(head: RayHead, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run ``ray job submit`` of ``entrypoint`` to ``head`` and wait for the job to end.
+    """Run ``ray job submit`` of ``entrypoint`` to ``head``, uploading this checkout with the
+    project's runtime_env (data, outputs and venvs left behind), and wait for the job to end.
 
     The client presents the token the head wrote to ~/.ray/auth_token (RAY_AUTH_MODE=token);
     the job gets no tracking server and no download access (it uses its output folder's
@@ -137,7 +120,8 @@ def submit_job(head: RayHead, *entrypoint: str, timeout: float = 900) -> subproc
     env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
         env.pop(key, None)
-    cmd = job_submit_cmd(head, *entrypoint)
+    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO)]
+    cmd += ["--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--", *entrypoint]
     for _ in range(5):
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         if "No available agent" not in proc.stdout + proc.stderr:
