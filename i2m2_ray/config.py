@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 PARADIGMS = ("unimodal", "inter", "intra", "i2m2")
+HEAD_ACTIVATIONS = ("relu", "gelu")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,8 @@ class ModelConfig:
     groups: int = 32
     hidden: list[int] = field(default_factory=lambda: [64])
     head_hidden: int = 0
+    head_activation: str = "relu"  # relu | gelu: after the heads' hidden layer (ViLT's own heads: GELU)
+    head_norm: bool = False  # LayerNorm between the heads' hidden layer and its activation (as ViLT's)
     dropout: float = 0.0
     inter_fusion: str = "early"  # early | concat | lrtf | joint (one encoder over the modality dict)
     fusion_dim: int = 64
@@ -163,6 +166,10 @@ class ExperimentConfig:
             ),
             (self.model.fusion_rank >= 1, f"model.fusion_rank must be >= 1, got {self.model.fusion_rank}"),
             (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),
+            (
+                self.model.head_activation in HEAD_ACTIVATIONS,
+                f"model.head_activation must be one of {', '.join(HEAD_ACTIVATIONS)}; got {self.model.head_activation!r}",
+            ),
             (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
             (
                 len(self.data.split) == 3

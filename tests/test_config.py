@@ -36,6 +36,8 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
         ("model.inter_fusion=attention", "model.inter_fusion must be one of"),
         ("train.epochs=three", "config key 'train.epochs': expected an integer"),
         ("product.init=pretrained", "product.init must be"),
+        ("model.head_activation=tanh", "model.head_activation must be one of relu, gelu; got 'tanh'"),
+        ("model.head_norm=sometimes", "config key 'model.head_norm': expected true/false"),
     ],
 )
 def test_out_of_range_values_are_named(override: str, message: str) -> None:

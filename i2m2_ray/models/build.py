@@ -32,7 +32,14 @@ def out_features(module: nn.Module) -> int:
 
 
 def _heads(in_features: int, spec: TaskSpec, cfg: ModelConfig) -> MultiHead:
-    return MultiHead(in_features, spec.heads, hidden=cfg.head_hidden, dropout=cfg.dropout)
+    return MultiHead(
+        in_features,
+        spec.heads,
+        hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+        activation=cfg.head_activation,
+        norm=cfg.head_norm,
+    )
 
 
 def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderFactory) -> nn.Module:

@@ -79,14 +79,33 @@ class MultiHead(nn.Module):
         heads: head name -> number of classes (e.g. ``{"acl": 2, "mtear": 2}``).
         hidden: width of an optional hidden layer shared by the heads (0: none).
         dropout: dropout before the classifiers.
+        activation: ``"relu"`` or ``"gelu"``, after the hidden layer.
+        norm: a LayerNorm between the hidden layer and its activation (ViLT's heads are
+            Linear, LayerNorm, GELU, Linear). It keeps about half the units on for every
+            input: without it, a from-scratch ViLT's head units all went negative on the
+            rows it had not learned yet, which then passed back almost no gradient.
     """
 
-    def __init__(self, in_features: int, heads: Mapping[str, int], hidden: int = 0, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        heads: Mapping[str, int],
+        hidden: int = 0,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm: bool = False,
+    ) -> None:
         super().__init__()
+        acts: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+        if activation not in acts:
+            raise ValueError(f"head activation must be one of {sorted(acts)}; got {activation!r}")
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         width = in_features
         if hidden > 0:
-            layers += [nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            layers.append(nn.Linear(in_features, hidden))
+            if norm:
+                layers.append(nn.LayerNorm(hidden))
+            layers += [acts[activation](), nn.Dropout(dropout)]
             width = hidden
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.ModuleDict({name: nn.Linear(width, n) for name, n in sorted(heads.items())})

@@ -72,3 +72,13 @@ def test_encoders_output_their_declared_features() -> None:
     assert LeNet(1, 6, 2)(torch.randn(2, 1, 28, 28)).shape == (2, 12)
     assert MLPEncoder(5, [16, 8])(torch.randn(2, 5)).shape == (2, 8)
     assert GRUEncoder(12, 10)(torch.randn(2, 24, 12)).shape == (2, 10)
+
+
+def test_head_options_reach_every_expert() -> None:
+    cfg = ModelConfig(head_hidden=6, head_activation="gelu", head_norm=True)
+    model = build_model("i2m2", SPEC, cfg, tiny_encoders)
+    assert isinstance(model, ProductOfExperts)
+    for name, expert in model.experts.items():
+        kinds = [type(m).__name__ for m in expert.heads.trunk]
+        assert kinds == ["Dropout", "Linear", "LayerNorm", "GELU", "Dropout"], name
+    assert all(v.shape == (3, 2) for v in model(inputs()).values())

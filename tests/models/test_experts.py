@@ -100,3 +100,29 @@ def test_freeze_stops_gradients_of_named_expert_only() -> None:
     assert all(p.grad is not None for p in model.experts["b"].parameters())
     with pytest.raises(KeyError, match="unknown expert 'c'"):
         model.freeze(["c"])
+
+
+def test_head_layernorm_gelu_known_values() -> None:
+    """Linear, LayerNorm, GELU, Linear (ViLT's head): the hidden units of every input have
+    mean 0 and variance 1 before the GELU, so some stay on whatever the input."""
+    torch.manual_seed(0)
+    head = MultiHead(4, {"y": 2}, hidden=8, activation="gelu", norm=True)
+    linear, norm, act = head.trunk[1], head.trunk[2], head.trunk[3]
+    assert isinstance(norm, torch.nn.LayerNorm) and isinstance(act, torch.nn.GELU)
+    x = torch.randn(5, 4) * 50 - 20  # large, shifted inputs
+    pre = norm(linear(x))
+    torch.testing.assert_close(pre.mean(-1), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pre.var(-1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+    expected = head.heads["y"](torch.nn.functional.gelu(pre))
+    torch.testing.assert_close(head(x)["y"], expected)
+    assert ((head.trunk[:4](x)) > 0).any(-1).all()  # every input keeps some units on
+
+
+def test_default_head_is_linear_relu_without_norm() -> None:
+    head = MultiHead(4, {"y": 2}, hidden=8)
+    assert [type(m).__name__ for m in head.trunk] == ["Dropout", "Linear", "ReLU", "Dropout"]
+    x = torch.randn(3, 4)
+    expected = head.heads["y"](torch.relu(head.trunk[1](x)))
+    torch.testing.assert_close(head(x)["y"], expected)
+    with pytest.raises(ValueError, match="head activation must be one of \\['gelu', 'relu'\\]; got 'tanh'"):
+        MultiHead(4, {"y": 2}, hidden=8, activation="tanh")
