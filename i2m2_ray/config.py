@@ -168,7 +168,8 @@ class ExperimentConfig:
             (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),
             (
                 self.model.head_activation in HEAD_ACTIVATIONS,
-                f"model.head_activation must be one of {', '.join(HEAD_ACTIVATIONS)}; got {self.model.head_activation!r}",
+                f"model.head_activation must be one of {', '.join(HEAD_ACTIVATIONS)}; "
+                f"got {self.model.head_activation!r}",
             ),
             (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
             (
