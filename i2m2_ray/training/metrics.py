@@ -24,6 +24,8 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float:
     if len(present) < classes:
         # one-vs-rest over the classes that occur, renormalised
         cols = p[:, present] / p[:, present].sum(axis=1, keepdims=True)
+        if len(present) == 2:  # sklearn's binary case: its two one-vs-rest AUROCs are equal
+            return float(roc_auc_score(y == present[1], cols[:, 1]))
         return float(roc_auc_score(y, cols, multi_class="ovr", average="macro", labels=present))
     return float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
 

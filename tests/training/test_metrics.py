@@ -50,3 +50,10 @@ def test_is_better() -> None:
     assert is_better(0.6, 0.5, "max") and not is_better(0.4, 0.5, "max")
     assert is_better(0.4, 0.5, "min")
     assert not is_better(float("nan"), 0.5, "max")
+
+
+def test_auroc_of_a_multiclass_head_with_two_classes_present() -> None:
+    y = np.array([0, 2, 2, 0])
+    p = np.array([[0.6, 0.2, 0.2], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4], [0.2, 0.1, 0.7]])
+    # renormalised over classes 0 and 2: p(2) = 0.25, 6/7, 4/7, 7/9 -> one of the four pairs misordered
+    assert compute_metrics({"h": y}, {"h": p})["auroc"] == pytest.approx(0.75)
