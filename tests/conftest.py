@@ -138,9 +138,14 @@ def venv_env() -> dict[str, str]:
 
 class RayHead:
     """A ``ray start --head`` on 127.0.0.1 with its own ports and temp dir; stopping it
-    kills only its own process group (never ``ray stop``, which stops every Ray here)."""
+    kills only its own process group (never ``ray stop``, which stops every Ray here).
 
-    def __init__(self, num_cpus: int = 4) -> None:
+    ``env``: extra environment for the head and any node it adds, e.g. ``RAY_AUTH_MODE`` and
+    ``RAY_AUTH_TOKEN_PATH`` for a token of the test's own instead of ~/.ray/auth_token.
+    """
+
+    def __init__(self, num_cpus: int = 4, env: dict[str, str] | None = None) -> None:
+        self.env = dict(env or {})
         # worker port ranges stay below the ephemeral range (32768+) that free_port() draws from.
         # Unix socket paths are limited to ~107 bytes: keep the temp dir short.
         self.temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -169,7 +174,7 @@ class RayHead:
         ]
         self.log = open(Path(self.temp_dir) / "head.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=venv_env()
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env={**venv_env(), **self.env}
         )
 
     def add_worker_node(self, num_cpus: int = 2, private_dir: Path | None = None) -> None:
@@ -200,7 +205,7 @@ class RayHead:
             cmd = ["unshare", "--mount", "sh", "-c", f"{mount} && exec {shlex.join(cmd)}"]
         self.worker_log = open(Path(self.temp_dir) / "worker.log", "w")  # noqa: SIM115
         # a joining node must present the cluster's token (~/.ray/auth_token) to the GCS
-        env = {**venv_env(), "RAY_AUTH_MODE": "token"}
+        env = {**venv_env(), "RAY_AUTH_MODE": "token", **self.env}
         self.worker = subprocess.Popen(
             cmd, stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
@@ -225,7 +230,8 @@ class RayHead:
         import urllib.request
 
         # the dashboard API wants the cluster's token (token authentication is on)
-        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        token_file = Path(self.env.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        token = self.env.get("RAY_AUTH_TOKEN") or token_file.read_text().strip()
         req = urllib.request.Request(
             f"{self.dashboard}/nodes?view=summary", headers={"Authorization": f"Bearer {token}"}
         )
