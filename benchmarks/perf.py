@@ -306,21 +306,26 @@ def plain_fit(lc: Any, arrays: dict[str, np.ndarray], cfg: ExperimentConfig, epo
     permutation per epoch, no Ray."""
     import torch
 
-    from i2m2_ray.training.loop import StepSettings, make_model, make_optimizer, seed_everything, train_epoch
+    from i2m2_ray.training.loop import (
+        StepSettings,
+        make_model,
+        make_optimizer,
+        param_groups,
+        seed_everything,
+        train_epoch,
+    )
 
     torch.set_num_threads(1)  # as each Ray Train worker (cpus_per_worker=1)
     seed_everything(cfg.run.seed)
     model = make_model(lc)
-    stage_products = lc.stage == "products"
-    lr = cfg.product.lr if stage_products else cfg.train.lr
-    wd = cfg.product.weight_decay if stage_products else cfg.train.weight_decay
+    t = cfg.training(lc.paradigm)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg, lr, wd)
+    optimizer = make_optimizer(param_groups(model, t.head_lr_mult), t)
     weights = {h: torch.tensor(w, dtype=torch.float32) for h, w in lc.class_weights.items()}
     data = {k: torch.from_numpy(v) for k, v in arrays.items()}
     n = len(next(iter(data.values())))
-    bs = cfg.train.batch_size
-    settings = StepSettings.from_config(cfg)
+    bs = t.batch_size
+    settings = StepSettings.from_config(t)
     g = torch.Generator().manual_seed(cfg.run.seed)
     rates, cpu_rates = [], []
     t_all = time.perf_counter()

@@ -18,6 +18,9 @@ import yaml
 
 PARADIGMS = ("unimodal", "inter", "intra", "i2m2")
 HEAD_ACTIVATIONS = ("relu", "gelu")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "linear")
+HEAD_REDUCTIONS = ("mean", "sum")
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,9 @@ class DataConfig:
     crop_size: int = 320
     pad_width: int = 400
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    # Seed of the train/validation/test cut, independent of run.seed (a seed changes the
+    # model, never the test set). None: the dataset's recipe value (fastMRI 0, MIMIC 10).
+    split_seed: int | None = None
     max_volumes: int | None = None
     # Options of the sample generator used when data_dir is None.
     sample: dict[str, Any] = field(default_factory=dict)
@@ -56,8 +62,23 @@ class ModelConfig:
     inter_fusion: str = "early"  # early | concat | lrtf | joint (one encoder over the modality dict)
     fusion_dim: int = 64
     fusion_rank: int = 40
+    # Train only the classification heads; the encoders keep their (pretrained) weights.
+    freeze_backbone: bool = False
     # Free-form, encoder-specific options (e.g. the transformers backbones of VQA / NLVR2).
     options: dict[str, Any] = field(default_factory=dict)
+    # Model keys that differ for the inter expert (in ``inter`` and inside I2M2), merged over
+    # the rest: AV-MNIST's inter LeNets are twice as wide ({width: 6}), MIMIC's inter GRU
+    # keeps every step ({options: {series_readout: flatten}}).
+    inter_expert: dict[str, Any] = field(default_factory=dict)
+
+    def for_expert(self, expert: str) -> ModelConfig:
+        """The settings an expert is built with: ``inter_expert`` merged over the rest for
+        ``"inter"``, these settings for a modality's expert."""
+        if expert != "inter" or not self.inter_expert:
+            return self
+        merged = _deep_merge({k: v for k, v in dataclasses.asdict(self).items() if k != "inter_expert"},
+                             self.inter_expert)
+        return _from_dict(ModelConfig, merged, "model.inter_expert")
 
 
 @dataclass
@@ -66,16 +87,25 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 32
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: str = "adamw"  # adamw | sgd | rmsprop (torch defaults: alpha 0.99, eps 1e-8)
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
+    eps: float = 1e-8  # adamw only
+    schedule: str = "constant"  # constant | linear: warm up for `warmup` of the steps, then decay to 0
+    warmup: float = 0.0
+    head_lr_mult: float = 1.0  # the classification heads' learning rate is lr x this
     grad_clip: float = 0.0
-    patience: int = 5
+    patience: int = 5  # epochs without a gain on `monitor` before stopping (>= epochs: never)
     monitor: str = "auroc_mean"
     monitor_mode: str = "max"
     class_weighted: bool = True
-    shuffle_buffer: int = 256
+    head_reduction: str = "mean"  # mean | sum: how the label heads' losses combine
+    # The training split is shuffled globally every epoch (seeded by run.seed and the
+    # epoch); shuffle_buffer > 0 adds Ray Data's local shuffle of the batches on top.
+    shuffle: bool = True
+    shuffle_buffer: int = 0
     # Performance options (the same loop; see benchmarks/README.md for what each buys).
     grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size x this)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; loss and weights stay fp32)
@@ -121,41 +151,34 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     product: ProductConfig = field(default_factory=ProductConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    # ``train`` keys that differ by model: a paradigm kind (unimodal, inter, intra, i2m2) or a
+    # model name (unimodal_audio), the name winning, e.g. {unimodal: {lr: 0.01}}.
+    per_paradigm: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def training(self, model: str) -> TrainConfig:
+        """The ``train`` settings model ``model`` (``unimodal_<m>``, ``inter``, ``intra``,
+        ``i2m2``) is trained with: ``train``, then for the products ``product.lr``,
+        ``product.weight_decay`` and ``product.epochs``, then ``per_paradigm`` by kind, then
+        by name."""
+        merged = dataclasses.asdict(self.train)
+        kind = "unimodal" if model.startswith("unimodal_") else model
+        if kind in ("intra", "i2m2"):
+            merged.update(lr=self.product.lr, weight_decay=self.product.weight_decay, epochs=self.product.epochs)
+        for key in (kind, model):
+            merged.update(self.per_paradigm.get(key, {}))
+        return _from_dict(TrainConfig, merged, f"per_paradigm.{model}")
 
     def validate(self) -> ExperimentConfig:
         """Check ranges; raise :class:`ConfigError` naming the key."""
         checks: list[tuple[bool, str]] = [
             (self.run.num_workers >= 1, f"run.num_workers must be >= 1, got {self.run.num_workers}"),
             (self.run.cpus_per_worker > 0, f"run.cpus_per_worker must be > 0, got {self.run.cpus_per_worker}"),
-            (self.train.epochs >= 1, f"train.epochs must be >= 1, got {self.train.epochs}"),
+            *_train_checks(self.train, "train"),
             (self.product.epochs >= 1, f"product.epochs must be >= 1, got {self.product.epochs}"),
-            (self.train.batch_size >= 1, f"train.batch_size must be >= 1, got {self.train.batch_size}"),
-            (self.train.lr > 0, f"train.lr must be > 0, got {self.train.lr}"),
             (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
-            (self.train.patience >= 1, f"train.patience must be >= 1, got {self.train.patience}"),
-            (
-                self.train.grad_accum_steps >= 1,
-                f"train.grad_accum_steps must be >= 1, got {self.train.grad_accum_steps}",
-            ),
-            (
-                self.train.precision in ("fp32", "bf16"),
-                f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}",
-            ),
-            (
-                self.train.prefetch_batches >= 0,
-                f"train.prefetch_batches must be >= 0, got {self.train.prefetch_batches}",
-            ),
-            (
-                self.train.optimizer in ("adamw", "sgd"),
-                f"train.optimizer must be 'adamw' or 'sgd', got {self.train.optimizer!r}",
-            ),
-            (
-                self.train.monitor_mode in ("max", "min"),
-                f"train.monitor_mode must be 'max' or 'min', got {self.train.monitor_mode!r}",
-            ),
             (
                 self.product.init in ("components", "scratch"),
                 f"product.init must be 'components' or 'scratch', got {self.product.init!r}",
@@ -170,6 +193,10 @@ class ExperimentConfig:
                 self.model.head_activation in HEAD_ACTIVATIONS,
                 f"model.head_activation must be one of {', '.join(HEAD_ACTIVATIONS)}; "
                 f"got {self.model.head_activation!r}",
+            ),
+            (
+                "inter_expert" not in self.model.inter_expert,
+                "model.inter_expert cannot hold another inter_expert",
             ),
             (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
             (
@@ -191,7 +218,55 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.model.for_expert("inter")  # inter_expert's keys and values are checked like the rest
+        for name in self.per_paradigm:
+            if name not in PARADIGMS and not name.startswith("unimodal_"):
+                raise ConfigError(
+                    f"per_paradigm.{name}: expected a paradigm ({', '.join(PARADIGMS)}) or a model name "
+                    "such as unimodal_<modality>"
+                )
+            for ok, message in _train_checks(self.training(name), f"per_paradigm.{name}"):
+                if not ok:
+                    raise ConfigError(message)
         return self
+
+
+def _train_checks(t: TrainConfig, where: str) -> list[tuple[bool, str]]:
+    """Range checks of one set of training settings (``train``, or one model's resolved
+    ``per_paradigm`` settings); ``where`` prefixes the key in the message."""
+    return [
+        (t.epochs >= 1, f"{where}.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"{where}.batch_size must be >= 1, got {t.batch_size}"),
+        (t.lr > 0, f"{where}.lr must be > 0, got {t.lr}"),
+        (t.weight_decay >= 0, f"{where}.weight_decay must be >= 0, got {t.weight_decay}"),
+        (t.momentum >= 0, f"{where}.momentum must be >= 0, got {t.momentum}"),
+        (
+            len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+            f"{where}.betas must be two numbers in [0, 1), got {t.betas}",
+        ),
+        (t.eps > 0, f"{where}.eps must be > 0, got {t.eps}"),
+        (t.schedule in SCHEDULES, f"{where}.schedule must be one of {', '.join(SCHEDULES)}; got {t.schedule!r}"),
+        (0 <= t.warmup < 1, f"{where}.warmup must be a fraction of the steps in [0, 1), got {t.warmup}"),
+        (t.head_lr_mult > 0, f"{where}.head_lr_mult must be > 0, got {t.head_lr_mult}"),
+        (t.grad_clip >= 0, f"{where}.grad_clip must be >= 0 (0: no clipping), got {t.grad_clip}"),
+        (t.patience >= 1, f"{where}.patience must be >= 1, got {t.patience}"),
+        (t.grad_accum_steps >= 1, f"{where}.grad_accum_steps must be >= 1, got {t.grad_accum_steps}"),
+        (t.precision in ("fp32", "bf16"), f"{where}.precision must be 'fp32' or 'bf16', got {t.precision!r}"),
+        (t.prefetch_batches >= 0, f"{where}.prefetch_batches must be >= 0, got {t.prefetch_batches}"),
+        (t.shuffle_buffer >= 0, f"{where}.shuffle_buffer must be >= 0, got {t.shuffle_buffer}"),
+        (
+            t.optimizer in OPTIMIZERS,
+            f"{where}.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t.optimizer!r}",
+        ),
+        (
+            t.monitor_mode in ("max", "min"),
+            f"{where}.monitor_mode must be 'max' or 'min', got {t.monitor_mode!r}",
+        ),
+        (
+            t.head_reduction in HEAD_REDUCTIONS,
+            f"{where}.head_reduction must be one of {', '.join(HEAD_REDUCTIONS)}; got {t.head_reduction!r}",
+        ),
+    ]
 
 
 T = TypeVar("T")

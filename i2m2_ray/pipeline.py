@@ -153,6 +153,7 @@ class Pipeline:
             run_id=run_id,
             product_weights=dict(cfg.product.weights),
             test_sets=sorted(k for k in self.data.datasets if k.startswith("test_")),
+            train_size=self.data.sizes.get("train", 0),
         )
         return FitRequest(
             loop=loop,

@@ -638,6 +638,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         init_checkpoints=init,
         freeze=list(cfg.product.freeze),
         product_weights=dict(cfg.product.weights),
+        train_size=prepared.sizes.get("train", 0),
     )
     monitor = cfg.train.monitor
     with tempfile.TemporaryDirectory() as tmp:
@@ -944,6 +945,7 @@ def fit_components(opts: SweepOptions, prepared: PreparedData, uri: str, parent:
             experiment=cfg.to_dict(),
             stage="components",
             class_weights=class_weights(prepared.class_counts),
+            train_size=prepared.sizes.get("train", 0),
         )
         req = FitRequest(
             loop=loop,

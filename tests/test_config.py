@@ -69,3 +69,47 @@ def test_performance_options_default_to_the_plain_loop() -> None:
     assert (t.grad_accum_steps, t.precision, t.channels_last, t.compile) == (1, "fp32", False, False)
     t = load_config(None, ["train.grad_accum_steps=4", "train.precision=bf16", "train.compile=true"]).train
     assert (t.grad_accum_steps, t.precision, t.compile) == (4, "bf16", True)
+
+
+def test_each_model_gets_its_training_settings() -> None:
+    cfg = load_config(
+        None,
+        [
+            "train.lr=0.1",
+            "product.lr=0.01",
+            "product.epochs=4",
+            "per_paradigm={unimodal: {lr: 0.02, patience: 30}, unimodal_audio: {lr: 0.03}, intra: {lr: 0.5}}",
+        ],
+    )
+    got = {p: cfg.training(p).lr for p in ("unimodal_image", "unimodal_audio", "inter", "intra", "i2m2")}
+    assert got == {"unimodal_image": 0.02, "unimodal_audio": 0.03, "inter": 0.1, "intra": 0.5, "i2m2": 0.01}
+    assert cfg.training("unimodal_audio").patience == 30 and cfg.training("inter").patience == 5
+    assert cfg.training("i2m2").epochs == 4 and cfg.training("inter").epochs == cfg.train.epochs
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("per_paradigm={late: {lr: 0.1}}", r"per_paradigm.late: expected a paradigm"),
+        ("per_paradigm={inter: {lrr: 0.1}}", r"unknown config key\(s\) \['lrr'\] in 'per_paradigm.inter'"),
+        ("per_paradigm={i2m2: {lr: -1}}", "per_paradigm.i2m2.lr must be > 0"),
+        ("train.optimizer=adam", "train.optimizer must be one of adamw, sgd, rmsprop"),
+        ("train.schedule=cosine", "train.schedule must be one of constant, linear"),
+        ("train.betas=[0.9]", "train.betas must be two numbers"),
+        ("train.head_reduction=max", "train.head_reduction must be one of mean, sum"),
+        ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+        ("model.inter_expert={widht: 3}", r"unknown config key\(s\) \['widht'\] in 'model.inter_expert'"),
+    ],
+)
+def test_new_training_keys_are_checked(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_the_inter_expert_gets_its_own_model_keys() -> None:
+    cfg = load_config(
+        None, ["model.width=3", "model.options={a: 1, b: 2}", "model.inter_expert={width: 6, options: {b: 3}}"]
+    )
+    inter = cfg.model.for_expert("inter")
+    assert (inter.width, inter.options, inter.inter_expert) == (6, {"a": 1, "b": 3}, {})
+    assert cfg.model.for_expert("image") is cfg.model

@@ -50,7 +50,14 @@ from i2m2_ray.data.arrays import (
     read_rows,
     write_marker,
 )
-from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.data.base import (
+    DataError,
+    PreparedData,
+    index_dataset,
+    label_column,
+    quiet_data_context,
+    shuffle_seed,
+)
 from i2m2_ray.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -188,8 +195,10 @@ def check_model(cfg: ModelConfig) -> None:
 def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
     """LeNet for one modality: ``(batch, 1, H, W)`` -> ``(batch, width * 2**(stages-1))``.
 
-    Stages per modality come from ``cfg.blocks`` (``[image, audio]``); there is no
-    early-fusion encoder (the modalities differ in shape).
+    Stages per modality come from ``cfg.blocks`` (``[image, audio]``), channels from
+    ``cfg.width`` (the recipe: 3 for the unimodal experts, 6 for the inter expert's LeNets
+    through ``model.inter_expert``); there is no early-fusion encoder (the modalities differ
+    in shape).
     """
     from i2m2_ray.models.encoders import LeNet  # torch: imported by trainers only
 
@@ -220,8 +229,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
             "(validation takes the last 5/60 of the train files)"
         )
     rows = {
-        # the training rows are visited in a seeded random order: files may be sorted by digit
-        "train": np.random.default_rng(cfg.run.seed).permutation(n_train),
+        "train": np.arange(n_train),  # shuffled globally every epoch (files may be sorted by digit)
         "val": np.arange(n_train, n_train + n_val),
         "test": np.arange(len(test_digits)),
     }
@@ -230,12 +238,14 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
     quiet_data_context(cfg.run.deterministic)
     datasets: dict[str, ray.data.Dataset] = {}
     for split, idx in rows.items():
-        index = ray.data.from_items(
-            [{"row": int(r), label_column(HEAD): int(digits[split][r])} for r in idx],
-            override_num_blocks=max(1, min(len(idx) // ROWS_PER_BLOCK, 64)),
-        )
         reader = AVMNISTReader(str(files[split]["image"]), str(files[split]["audio"]), opts["audio_pool"])
-        datasets[split] = index.map_batches(reader, batch_size=256, batch_format="numpy")
+        datasets[split] = index_dataset(
+            [{"row": int(r), label_column(HEAD): int(digits[split][r])} for r in idx],
+            reader,
+            batch_size=256,
+            blocks=min(len(idx) // ROWS_PER_BLOCK, 64),
+            shuffle_seed=shuffle_seed(cfg) if split == "train" else None,
+        )
     counts = np.bincount(train_digits[:n_train], minlength=CLASSES)
     side = AUDIO_SIDE // opts["audio_pool"]
     info = {"train_file_rows": len(train_digits), "audio_shape": [1, side, side]}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from i2m2_ray.spec import TaskSpec
 
@@ -64,22 +61,43 @@ def quiet_data_context(deterministic: bool = True) -> None:
     ctx.enable_auto_log_stats = False
 
 
-def split_counts(n: int, fractions: Mapping[str, float] | list[float]) -> list[int]:
-    """Sizes of train/val/test for ``n`` items; the remainder goes to train."""
-    fr = list(fractions.values()) if isinstance(fractions, Mapping) else list(fractions)
-    val = int(round(n * fr[1]))
-    test = int(round(n * fr[2]))
-    return [n - val - test, val, test]
+def index_dataset(
+    items: list[dict[str, Any]],
+    reader: Any,
+    *,
+    batch_size: int,
+    blocks: int,
+    shuffle_seed: int | None = None,
+    cache: bool = False,
+) -> ray.data.Dataset:
+    """A split as a Ray Dataset: a small index (one row per sample: row numbers, paths,
+    labels) turned into modality arrays by ``reader`` in ``map_batches``.
+
+    ``shuffle_seed`` (the training split): the order is shuffled globally, anew at every
+    execution, i.e. every epoch, from this seed and the execution's number, so one seed
+    gives one sequence of epochs. The index is shuffled before it is read, so only row
+    numbers move; with ``cache`` the read split is kept in the object store
+    (``materialize``) and its rows are shuffled instead.
+    """
+    import ray.data
+
+    index: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, blocks))
+    if shuffle_seed is not None and not cache:
+        index = index.random_shuffle(seed=_reseeded(shuffle_seed))
+    ds: ray.data.Dataset = index.map_batches(reader, batch_size=batch_size, batch_format="numpy")
+    if cache:
+        ds = ds.materialize()
+        if shuffle_seed is not None:
+            ds = ds.random_shuffle(seed=_reseeded(shuffle_seed))
+    return ds
 
 
-def seeded_split(ids: list[str], fractions: list[float], seed: int) -> dict[str, list[str]]:
-    """Shuffle ``ids`` (sorted first, so the result depends on the seed only) and cut them."""
-    order = sorted(ids)
-    rng = np.random.default_rng(seed)
-    perm = [order[i] for i in rng.permutation(len(order))]
-    n_train, n_val, _ = split_counts(len(perm), fractions)
-    return {
-        "train": perm[:n_train],
-        "val": perm[n_train : n_train + n_val],
-        "test": perm[n_train + n_val :],
-    }
+def _reseeded(seed: int) -> Any:
+    from ray.data import RandomSeedConfig
+
+    return RandomSeedConfig(seed=seed, reseed_after_execution=True)
+
+
+def shuffle_seed(cfg: Any) -> int | None:
+    """The training split's shuffle seed: ``run.seed`` when ``train.shuffle`` is on."""
+    return int(cfg.run.seed) if cfg.train.shuffle else None

@@ -31,9 +31,10 @@ from i2m2_ray.config import ExperimentConfig, ModelConfig
 from i2m2_ray.data.base import (
     DataError,
     PreparedData,
+    index_dataset,
     label_column,
     quiet_data_context,
-    seeded_split,
+    shuffle_seed,
 )
 from i2m2_ray.spec import TaskSpec
 
@@ -312,37 +313,102 @@ def build_index(
     return rows, dict(info)
 
 
+# model.options of the fastMRI encoder, with the knee network's values as defaults
+MODEL_OPTIONS: dict[str, Any] = {"stem": "knee", "pool_size": 10, "final_norm": False}
+SPLIT_SEED = 0  # the public code's random_state
+
+
+def model_options(cfg: ModelConfig) -> dict[str, Any]:
+    """``model.options`` with defaults; unknown keys and bad values are errors."""
+    from i2m2_ray.models.encoders import STEMS
+
+    unknown = sorted(set(cfg.options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise DataError(f"unknown model.options key(s) {unknown} for fastmri; known: {sorted(MODEL_OPTIONS)}")
+    opts = {**MODEL_OPTIONS, **cfg.options}
+    if opts["stem"] not in STEMS:
+        raise DataError(f"model.options.stem must be one of {', '.join(STEMS)}, got {opts['stem']!r}")
+    size = opts["pool_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise DataError(f"model.options.pool_size must be a positive integer, got {size!r}")
+    if not isinstance(opts["final_norm"], bool):
+        raise DataError(f"model.options.final_norm must be true or false, got {opts['final_norm']!r}")
+    return opts
+
+
 def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
-    """Pre-activation ResNet (GroupNorm) over the modalities stacked as channels."""
+    """Pre-activation ResNet (GroupNorm) over the modalities stacked as channels; the knee
+    network of the recipe unless ``model.options`` says otherwise (``stem``, ``pool_size``,
+    ``final_norm``)."""
     from i2m2_ray.models.encoders import PreActResNet  # torch: imported by trainers only
 
-    return PreActResNet(in_channels=len(modalities), width=cfg.width, blocks=cfg.blocks, groups=cfg.groups)
+    opts = model_options(cfg)
+    return PreActResNet(
+        in_channels=len(modalities),
+        width=cfg.width,
+        blocks=cfg.blocks,
+        groups=cfg.groups,
+        stem=opts["stem"],
+        pool_size=opts["pool_size"],
+        final_norm=opts["final_norm"],
+    )
+
+
+def volume_split(volumes: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """The public code's volume split, on the sorted names so it no longer depends on
+    ``PYTHONHASHSEED`` (the public code splits ``list(set(...))``, whose order does).
+
+    ``train_test_split(test_size=1 - train, random_state=seed)`` keeps the training volumes;
+    the rest is split again with ``test_size = val / (val + test)``, whose first part is the
+    test set and whose second the validation set (recipes.md §3: 70 / 15 / 15).
+    """
+    from sklearn.model_selection import train_test_split
+
+    names = sorted(volumes)
+    _, val_frac, test_frac = fractions
+    # rounded: 1 - 0.7 is 0.30000000000000004 in floating point, and sklearn takes the
+    # ceiling of test_size x n, which would then move a volume when 0.3 n is whole
+    held_out = round(val_frac + test_frac, 12)
+    train, rest = train_test_split(names, test_size=held_out, random_state=seed)
+    if len(rest) < 2:
+        raise ValueError(f"{len(names)} volumes leave {len(rest)} for validation and test; need at least 2")
+    test, val = train_test_split(rest, test_size=round(val_frac / held_out, 12), random_state=seed)
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
 SLICE_BATCH_BYTES = 8 << 20  # output bytes per preprocessing batch (magnitude + phase, float32)
 
 
-def slice_dataset(rows: list[dict[str, Any]], pad_width: int, crop: int) -> ray.data.Dataset:
+def slice_dataset(
+    rows: list[dict[str, Any]], pad_width: int, crop: int, shuffle_seed: int | None = None
+) -> ray.data.Dataset:
     """Index rows -> a lazy Ray Dataset of modality arrays and labels (read and FFT in
-    ``map_batches``).
+    ``map_batches``); ``shuffle_seed``: shuffled globally every epoch (:func:`index_dataset`).
 
     A batch holds about 8 MB of output (16 slices at 320x320, 256 at the demo's 64x64):
     each Ray Data task costs tens of milliseconds of scheduling and transfer, which small
     slices would not amortise (benchmarks/README.md, data pipeline).
     """
-    import ray.data
-
     batch = max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
-    blocks = max(1, min(len(rows) // batch, 64))
-    index = ray.data.from_items(rows, override_num_blocks=blocks)
-    return index.map_batches(SlicePreprocessor(pad_width, crop), batch_size=batch, batch_format="numpy")
+    return index_dataset(
+        rows,
+        SlicePreprocessor(pad_width, crop),
+        batch_size=batch,
+        blocks=min(len(rows) // batch, 64),
+        shuffle_seed=shuffle_seed,
+    )
 
 
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:
     """Index, split by volume and build the streaming Ray Datasets."""
     rows, info = build_index(cfg, Path(data_dir), Path(annotations_dir))
+    model_options(cfg.model)
     volumes = sorted({r["volume"] for r in rows})
-    split = seeded_split(volumes, cfg.data.split, cfg.run.seed)
+    split_seed = SPLIT_SEED if cfg.data.split_seed is None else cfg.data.split_seed
+    try:
+        split = volume_split(volumes, cfg.data.split, split_seed)
+    except ValueError:
+        split = {"val": []}
     for name, vols in split.items():
         if not vols:
             raise DataError(
@@ -356,10 +422,12 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
     for name in split:
         part = [r for r in rows if where[r["volume"]] == name]
         sizes[name] = len(part)
-        datasets[name] = slice_dataset(part, cfg.data.pad_width, cfg.data.crop_size)
+        seed = shuffle_seed(cfg) if name == "train" else None
+        datasets[name] = slice_dataset(part, cfg.data.pad_width, cfg.data.crop_size, seed)
     train = [r for r in rows if where[r["volume"]] == "train"]
     counts = {h: [sum(1 for r in train if r[label_column(h)] == c) for c in (0, 1)] for h in LABELS}
     info.update({f"{k}_volumes": len(v) for k, v in split.items()})
+    info["split_seed"] = split_seed
     log.info("fastMRI index: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {h: 2 for h in LABELS}),

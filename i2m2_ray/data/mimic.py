@@ -18,7 +18,10 @@ Convert it once to a plain ``.npz`` and use that instead (read with ``allow_pick
 first) or ``im.pk``.
 
 Preprocessing, as the public code: NaN and inf -> 0, then z-scores (per static feature;
-per series variable over all hours), with the statistics of the training split. Tasks
+per series variable over all hours). ``data.options.zscore`` says whose statistics: ``all``
+(the public code: every row, before the split) or ``train`` (the training split only, so
+nothing of the test rows reaches the model; our choice for new work). A constant feature gets
+standard deviation 1 (it becomes 0; the public code divides by 0 there). Tasks
 (``data.options.task`` / ``--task``):
 
 * ``mortality``: 6 classes -- the first positive flag among columns 1..5 of
@@ -27,13 +30,17 @@ per series variable over all hours), with the statistics of the training split. 
 * ``icd9_1``: ``y_icd9[:, 1]`` (group 1, codes 140-239), binary;
 * ``icd9_7``: ``y_icd9[:, 7]`` (group 7, codes 460-519), binary.
 
-Split, fixed by the recipe and independent of ``run.seed`` (``data.split`` is not used):
-``np.random.RandomState(10).permutation(N)``; validation = the first ``N // 10`` of it,
-test = the next ones up to ``N // 5``, train = the rest (``data.options.split_seed``
-changes the 10).
+Split, the public code's exactly and independent of ``run.seed`` (``data.split`` is not
+used): Python's ``random.seed(10)`` then ``random.shuffle`` of the N rows; validation = the
+first ``N // 10`` of that order, test = the next ones up to ``N // 5``, train = the rest
+(``data.split_seed`` changes the 10).
 
-Modalities: ``static`` ``(5,)`` (MLP: ``model.hidden``) and ``timeseries`` ``(24, 12)`` (GRU
-with ``model.width`` hidden units); the inter expert fuses late (``concat`` or ``lrtf``).
+Modalities: ``static`` ``(5,)`` (MLP ``5 -> model.hidden``, the last layer linear) and
+``timeseries`` ``(24, 12)`` (GRU with ``model.width`` hidden units, read out by
+``model.options.series_readout``: ``linear`` = a per-step ``Linear(width,
+readout_features)`` flattened (the public unimodal expert), ``flatten`` = every step's state
+(its inter expert), ``last`` = the last state); the inter expert fuses late (``concat`` or
+``lrtf``).
 The cleaned arrays are written once as ``.npy`` files under ``<output-dir>/cache/mimic``;
 Ray Data reads rows from them (memory-mapped) and applies the z-scores in ``map_batches``.
 """
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import logging
 import pickle
+import random
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,7 +72,14 @@ from i2m2_ray.data.arrays import (
     save_npy_atomic,
     write_marker,
 )
-from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.data.base import (
+    DataError,
+    PreparedData,
+    index_dataset,
+    label_column,
+    quiet_data_context,
+    shuffle_seed,
+)
 from i2m2_ray.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -83,8 +98,12 @@ KEYS: dict[str, tuple[tuple[int | None, ...], str]] = {
     "y_icd9": ((None, 20), FLAG_KINDS),
 }
 TASKS = {"mortality": 6, "icd9_1": 2, "icd9_7": 2}  # task -> classes (the head has its name)
-MONITOR = {"mortality": "balanced_accuracy", "icd9_1": "auroc", "icd9_7": "auroc"}
-OPTIONS: dict[str, Any] = {"task": "mortality", "trust_pickle": False, "split_seed": 10}
+# the recipe's model selection: validation accuracy for mortality, AUPRC for the ICD-9 tasks
+MONITOR = {"mortality": "accuracy", "icd9_1": "auprc", "icd9_7": "auprc"}
+OPTIONS: dict[str, Any] = {"task": "mortality", "trust_pickle": False, "zscore": "all"}
+ZSCORE = ("all", "train")
+MODEL_OPTIONS: dict[str, Any] = {"series_readout": "linear", "readout_features": 15}
+SPLIT_SEED = 10
 SOURCE_NAMES = ("im.npz", "im.pk")
 CACHE_VERSION = 1
 ROWS_PER_BLOCK = 1000
@@ -200,15 +219,18 @@ def task_labels(arrays: Mapping[str, np.ndarray], task: str, where: str) -> np.n
     raise DataError(f"data.options.task: unknown task {task!r}; expected one of {sorted(TASKS)}")
 
 
-def split_rows(n: int, seed: int = 10) -> dict[str, np.ndarray]:
-    """Rows of each split: a ``RandomState(seed)`` permutation; val = first ``n // 10``,
-    test = up to ``n // 5``, train = the rest."""
-    perm = np.random.RandomState(seed).permutation(n)
+def split_rows(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Rows of each split, as the public code cuts them: Python's ``random.seed(seed)`` and
+    ``random.shuffle`` of the ``n`` rows (``random.Random(seed)`` is the same generator);
+    val = the first ``n // 10``, test = the next up to ``n // 5``, train = the rest."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    perm = np.asarray(order, dtype=np.int64)
     return {"train": perm[n // 5 :], "val": perm[: n // 10], "test": perm[n // 10 : n // 5]}
 
 
 def zscore_stats(static: np.ndarray, series: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Means and standard deviations of the given (training) rows: ``static`` per feature
+    """Means and standard deviations of the given rows (all, or the training split's): ``static`` per feature
     ``(5,)``, ``series`` per variable over samples and hours ``(12,)``. A constant feature
     gets sd 1 (it becomes 0, not NaN)."""
     s = static[rows].astype(np.float64)
@@ -284,8 +306,26 @@ def options(cfg: ExperimentConfig) -> dict[str, Any]:
         raise DataError(f"data.options.task: unknown task {opts['task']!r}; expected one of {sorted(TASKS)}")
     if not isinstance(opts["trust_pickle"], bool):
         raise DataError(f"data.options.trust_pickle must be true or false, got {opts['trust_pickle']!r}")
-    if not isinstance(opts["split_seed"], int) or isinstance(opts["split_seed"], bool):
-        raise DataError(f"data.options.split_seed must be an integer, got {opts['split_seed']!r}")
+    if opts["zscore"] not in ZSCORE:
+        raise DataError(f"data.options.zscore must be one of {', '.join(ZSCORE)}, got {opts['zscore']!r}")
+    return opts
+
+
+def model_options(cfg: ModelConfig) -> dict[str, Any]:
+    """``model.options`` with defaults; unknown keys and bad values are errors."""
+    unknown = sorted(set(cfg.options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise DataError(f"unknown model.options key(s) {unknown} for mimic; known: {sorted(MODEL_OPTIONS)}")
+    opts = {**MODEL_OPTIONS, **cfg.options}
+    from i2m2_ray.models.encoders import READOUTS
+
+    if opts["series_readout"] not in READOUTS:
+        raise DataError(
+            f"model.options.series_readout must be one of {', '.join(READOUTS)}, got {opts['series_readout']!r}"
+        )
+    k = opts["readout_features"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise DataError(f"model.options.readout_features must be a positive integer, got {k!r}")
     return opts
 
 
@@ -297,17 +337,26 @@ def check_model(cfg: ModelConfig) -> None:
             "model.inter_fusion=early stacks the modalities as channels, but MIMIC's static (5) and time-series "
             "(24x12) inputs differ in shape; use late fusion: model.inter_fusion=concat or lrtf"
         )
+    model_options(cfg)
+    model_options(cfg.for_expert("inter"))
 
 
 def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
-    """``static``: MLP ``(batch, 5)`` -> ``(batch, hidden[-1])``; ``timeseries``: GRU
-    ``(batch, 24, 12)`` -> last hidden state ``(batch, width)``."""
+    """``static``: MLP ``(batch, 5)`` -> ``(batch, hidden[-1])`` (last layer linear);
+    ``timeseries``: GRU ``(batch, 24, 12)`` read out by ``model.options.series_readout``."""
     from i2m2_ray.models.encoders import GRUEncoder, MLPEncoder  # torch: imported by trainers only
 
     if list(modalities) == ["static"]:
-        return MLPEncoder(STATIC_FEATURES, hidden=cfg.hidden, dropout=cfg.dropout)
+        return MLPEncoder(STATIC_FEATURES, hidden=cfg.hidden, dropout=cfg.dropout, activate_last=False)
     if list(modalities) == ["timeseries"]:
-        return GRUEncoder(SERIES_FEATURES, hidden=cfg.width)
+        opts = model_options(cfg)
+        return GRUEncoder(
+            SERIES_FEATURES,
+            hidden=cfg.width,
+            readout=opts["series_readout"],
+            steps=HOURS,
+            readout_features=opts["readout_features"],
+        )
     raise ValueError(
         f"mimic builds one encoder per modality (one of {list(MODALITIES)}), got {list(modalities)}; "
         "set model.inter_fusion to concat or lrtf"
@@ -349,22 +398,32 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
     static = np.load(files["static"], mmap_mode="r")
     series = np.load(files["timeseries"], mmap_mode="r")
     labels = task_labels({k: np.load(files[k], mmap_mode="r") for k in ("adm_labels_all", "y_icd9")}, task, str(source))
-    rows = split_rows(len(labels), int(opts["split_seed"]))
+    split_seed = SPLIT_SEED if cfg.data.split_seed is None else cfg.data.split_seed
+    rows = split_rows(len(labels), split_seed)
     for name, r in rows.items():
         if len(r) == 0:
             raise DataError(f"{source}: the '{name}' split is empty ({len(labels)} samples; at least 10 are needed)")
-    stats = zscore_stats(static, series, np.sort(rows["train"]))
+    stat_rows = np.sort(rows["train"]) if opts["zscore"] == "train" else np.arange(len(labels))
+    stats = zscore_stats(static, series, stat_rows)
     quiet_data_context(cfg.run.deterministic)
     reader = MIMICReader(str(files["static"]), str(files["timeseries"]), stats, task)
     datasets: dict[str, ray.data.Dataset] = {}
     for name, r in rows.items():
-        index = ray.data.from_items(
+        datasets[name] = index_dataset(
             [{"row": int(i), label_column(task): int(labels[i])} for i in r],
-            override_num_blocks=max(1, min(len(r) // ROWS_PER_BLOCK, 32)),
+            reader,
+            batch_size=512,
+            blocks=min(len(r) // ROWS_PER_BLOCK, 32),
+            shuffle_seed=shuffle_seed(cfg) if name == "train" else None,
         )
-        datasets[name] = index.map_batches(reader, batch_size=512, batch_format="numpy")
     counts = np.bincount(labels[rows["train"]], minlength=TASKS[task])
-    info = {"task": task, "source": str(source), "samples": len(labels), "split_seed": int(opts["split_seed"])}
+    info = {
+        "task": task,
+        "source": str(source),
+        "samples": len(labels),
+        "split_seed": split_seed,
+        "zscore": opts["zscore"],
+    }
     log.info("MIMIC: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {task: TASKS[task]}),

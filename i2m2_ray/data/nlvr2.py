@@ -35,7 +35,14 @@ from i2m2_ray.data.arrow_vl import (
     make_tokenizer,
     open_table,
 )
-from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.data.base import (
+    DataError,
+    PreparedData,
+    index_dataset,
+    label_column,
+    quiet_data_context,
+    shuffle_seed,
+)
 from i2m2_ray.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -156,10 +163,14 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     for name, v in pairs.items():
         items = [{"path": str(paths[name]), "row": p["row"], "sentence": p["sentence"], "label": p["label"]} for p in v]
         sizes[name] = len(items)
-        index = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 64, 64)))
-        datasets[name] = index.map_batches(prep, batch_size=64, batch_format="numpy")
-        if opts["cache"]:
-            datasets[name] = datasets[name].materialize()
+        datasets[name] = index_dataset(
+            items,
+            prep,
+            batch_size=64,
+            blocks=min(len(items) // 64, 64),
+            shuffle_seed=shuffle_seed(cfg) if name == "train" else None,
+            cache=bool(opts["cache"]),
+        )
     train_labels = [p["label"] for p in pairs["train"]]
     counts = {HEAD: [train_labels.count(0), train_labels.count(1)]}
     info = {"vocab_size": tokenizer.vocab_size, "train_true": counts[HEAD][1]}

@@ -45,7 +45,14 @@ from i2m2_ray.data.arrow_vl import (
     make_tokenizer,
     open_table,
 )
-from i2m2_ray.data.base import DataError, PreparedData, label_column, quiet_data_context
+from i2m2_ray.data.base import (
+    DataError,
+    PreparedData,
+    index_dataset,
+    label_column,
+    quiet_data_context,
+    shuffle_seed,
+)
 from i2m2_ray.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -234,11 +241,14 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
             for q in qs
         ]  # fmt: skip
         sizes[key] = len(items)
-        blocks = max(1, min(len(items) // 64, 64))
-        index = ray.data.from_items(items, override_num_blocks=blocks)
-        datasets[key] = index.map_batches(prep, batch_size=64, batch_format="numpy")
-        if opts["cache"]:
-            datasets[key] = datasets[key].materialize()
+        datasets[key] = index_dataset(
+            items,
+            prep,
+            batch_size=64,
+            blocks=min(len(items) // 64, 64),
+            shuffle_seed=shuffle_seed(cfg) if key == "train" else None,
+            cache=bool(opts["cache"]),
+        )
     encoders = TransformersEncoders(
         vocab_size=tokenizer.vocab_size,
         image_size=int(opts["image_size"]),

@@ -43,7 +43,9 @@ def _heads(in_features: int, spec: TaskSpec, cfg: ModelConfig) -> MultiHead:
 
 
 def build_expert(name: str, spec: TaskSpec, cfg: ModelConfig, encoders: EncoderFactory) -> nn.Module:
-    """One expert: a modality's unimodal classifier, or ``"inter"`` (fusion of all)."""
+    """One expert: a modality's unimodal classifier, or ``"inter"`` (fusion of all), built
+    with :meth:`ModelConfig.for_expert` (``model.inter_expert`` applies to the inter expert)."""
+    cfg = cfg.for_expert(name)
     if name != INTER:
         if name not in spec.modalities:
             raise ValueError(f"unknown modality '{name}'; modalities: {list(spec.modalities)}")
@@ -80,9 +82,23 @@ def build_model(
     :class:`ProductOfExperts` over the experts :meth:`TaskSpec.components` names.
     """
     names = spec.components(paradigm)
+    model: nn.Module
     if paradigm.startswith("unimodal_") or paradigm == INTER:
-        return build_expert(names[0], spec, cfg, encoders)
-    return ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights, spec.multilabel)
+        model = build_expert(names[0], spec, cfg, encoders)
+    else:
+        model = ProductOfExperts({n: build_expert(n, spec, cfg, encoders) for n in names}, weights, spec.multilabel)
+    if cfg.freeze_backbone:
+        freeze_backbones(model)
+    return model
+
+
+def freeze_backbones(model: nn.Module) -> None:
+    """Stop gradients into everything but the classification heads (every :class:`MultiHead`),
+    as the public VQA code trains its heads over frozen pretrained backbones."""
+    heads = {id(p) for m in model.modules() if isinstance(m, MultiHead) for p in m.parameters()}
+    for p in model.parameters():
+        if id(p) not in heads:
+            p.requires_grad_(False)
 
 
 def load_components(model: ProductOfExperts, state_dicts: Mapping[str, Mapping[str, Tensor]], source: str = "") -> None:

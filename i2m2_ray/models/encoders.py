@@ -37,11 +37,21 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
+STEMS = ("knee", "imagenet")
+
+
 class PreActResNet(nn.Module):
     """Pre-activation ResNet with GroupNorm: ``(batch, C, H, W)`` -> ``(batch, features)``.
 
-    ``blocks=(2, 2, 2, 2)`` and ``width=64`` give the ResNet-18 of the fastMRI recipe; the
-    demo uses a thin, shallow one.
+    ``blocks=(2, 2, 2, 2)``, ``width=64`` and the ``"knee"`` stem give the fastMRI knee
+    network of the public I2M2 code (recipes.md §3): a 3x3 stride-1 stem with no norm and no
+    max-pool (the image keeps its full resolution), no norm or ReLU after the last block,
+    and an adaptive average pool to ``pool_size`` x ``pool_size`` (10: 512 x 10 x 10 = 51,200
+    features for the heads). The ``"imagenet"`` stem (7x7 stride 2 and a max-pool, a quarter
+    of the resolution) with a final GroupNorm + ReLU and ``pool_size=1`` is a cheaper variant
+    for CPU demos.
+
+    Convolutions start as in the recipe: Kaiming-normal (fan-out, ReLU); GroupNorms at 1 / 0.
     """
 
     def __init__(
@@ -50,13 +60,20 @@ class PreActResNet(nn.Module):
         width: int = 64,
         blocks: Sequence[int] = (2, 2, 2, 2),
         groups: int = 32,
-        stem_stride: int = 2,
+        stem: str = "knee",
+        pool_size: int = 10,
+        final_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 7, stem_stride, 3, bias=False),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        self.stem: nn.Module
+        if stem == "knee":
+            self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1))
         layers: list[nn.Module] = []
         ch = width
         for stage, n in enumerate(blocks):
@@ -65,27 +82,41 @@ class PreActResNet(nn.Module):
                 layers.append(PreActBlock(ch, out_ch, 2 if (i == 0 and stage > 0) else 1, groups))
                 ch = out_ch
         self.layers = nn.Sequential(*layers)
-        self.final = nn.Sequential(_group_norm(ch, groups), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.out_features = ch
+        tail: list[nn.Module] = [_group_norm(ch, groups), nn.ReLU()] if final_norm else []
+        self.final = nn.Sequential(*tail, nn.AdaptiveAvgPool2d(pool_size))
+        self.out_features = ch * pool_size * pool_size
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.final(self.layers(self.stem(x))).flatten(1)
 
 
 class LeNet(nn.Module):
-    """LeNet-style conv stack: ``(batch, C, H, W)`` -> ``(batch, features)``.
+    """The LeNet of the public AV-MNIST code: ``(batch, 1, H, W)`` -> ``(batch, features)``.
 
-    ``layers`` conv(5x5)+ReLU+maxpool(2) stages, channels doubling from ``width``, then
-    global average pooling (so 28x28 images and 112x112 spectrograms share one class).
+    A 5x5 convolution to ``width`` channels, then ``layers - 1`` 3x3 convolutions doubling
+    the channels; every convolution without bias, followed by BatchNorm, ReLU and a 2x2
+    max-pool; convolutions start Kaiming-uniform (a = 0). ``features = width * 2**(layers-1)``.
+
+    The public code squeezes the last max-pooled map, which is 1x1 at the recipe's sizes
+    (image 28 with 4 layers, audio 112 with 6); global average pooling equals that there and
+    also serves inputs that end larger (the CPU demo's pooled spectrograms).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 6, layers: int = 2) -> None:
         super().__init__()
+        if layers < 1:
+            raise ValueError(f"LeNet needs at least one layer, got {layers}")
         mods: list[nn.Module] = []
         ch = in_channels
         for i in range(layers):
             out = width * 2**i
-            mods += [nn.Conv2d(ch, out, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            kernel = 5 if i == 0 else 3
+            conv = nn.Conv2d(ch, out, kernel, padding=kernel // 2, bias=False)
+            nn.init.kaiming_uniform_(conv.weight, a=0.0)
+            mods += [conv, nn.BatchNorm2d(out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             ch = out
         self.body = nn.Sequential(*mods, nn.AdaptiveAvgPool2d(1))
         self.out_features = ch
@@ -95,14 +126,22 @@ class LeNet(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """MLP over flat features: ``(batch, in_features)`` -> ``(batch, hidden[-1])``."""
+    """MLP over flat features: ``(batch, in_features)`` -> ``(batch, hidden[-1])``.
 
-    def __init__(self, in_features: int, hidden: Sequence[int] = (64,), dropout: float = 0.0):
+    ``activate_last=False`` leaves the last layer linear (MIMIC's static encoder, 5 -> 10 ->
+    10, has a ReLU between its layers only).
+    """
+
+    def __init__(
+        self, in_features: int, hidden: Sequence[int] = (64,), dropout: float = 0.0, activate_last: bool = True
+    ) -> None:
         super().__init__()
         mods: list[nn.Module] = []
         d = in_features
-        for h in hidden:
-            mods += [nn.Linear(d, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        for i, h in enumerate(hidden):
+            mods.append(nn.Linear(d, h))
+            if activate_last or i < len(hidden) - 1:
+                mods += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
             d = h
         self.body = nn.Sequential(*mods)
         self.out_features = d
@@ -111,11 +150,36 @@ class MLPEncoder(nn.Module):
         return self.body(x.flatten(1))
 
 
-class GRUEncoder(nn.Module):
-    """GRU over a time series: ``(batch, time, features)`` -> last hidden ``(batch, hidden)``."""
+READOUTS = ("last", "flatten", "linear")
 
-    def __init__(self, in_features: int, hidden: int = 64, layers: int = 1, dropout: float = 0.0):
+
+class GRUEncoder(nn.Module):
+    """GRU over a time series ``(batch, time, features)`` with one of three read-outs:
+
+    * ``"last"``: the last hidden state, ``(batch, hidden)``;
+    * ``"flatten"``: every step's hidden state, flattened, ``(batch, time * hidden)`` (the
+      public MIMIC code's inter expert);
+    * ``"linear"``: a per-step ``Linear(hidden, readout_features)``, flattened,
+      ``(batch, time * readout_features)`` (its unimodal time-series expert).
+
+    ``steps`` (the series length) is needed by the two flattening read-outs.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int = 64,
+        layers: int = 1,
+        dropout: float = 0.0,
+        readout: str = "last",
+        steps: int = 0,
+        readout_features: int = 15,
+    ) -> None:
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if readout != "last" and steps < 1:
+            raise ValueError(f"readout {readout!r} flattens every step: give the series length (steps), got {steps}")
         self.gru = nn.GRU(
             in_features,
             hidden,
@@ -123,8 +187,18 @@ class GRUEncoder(nn.Module):
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
-        self.out_features = hidden
+        self.readout = readout
+        self.steps = steps
+        self.step_linear = nn.Linear(hidden, readout_features) if readout == "linear" else None
+        per_step = readout_features if readout == "linear" else hidden
+        self.out_features = hidden if readout == "last" else steps * per_step
 
     def forward(self, x: Tensor) -> Tensor:
-        _, h = self.gru(x)
-        return h[-1]
+        states, h = self.gru(x)  # states: (batch, time, hidden)
+        if self.readout == "last":
+            return h[-1]
+        if states.shape[1] != self.steps:
+            raise ValueError(f"expected series of {self.steps} steps, got {states.shape[1]}")
+        if self.step_linear is not None:
+            states = self.step_linear(states)
+        return states.flatten(1)

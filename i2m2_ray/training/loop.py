@@ -54,6 +54,7 @@ class LoopConfig:
     # extra evaluation splits scored like "test" (e.g. VQA-VS's OOD sets "test_ood_kw"): their
     # metrics come back as "<name without test_>_<metric>" with the test metrics
     test_sets: list[str] = field(default_factory=list)
+    train_size: int = 0  # samples in the training split (sets the length of a learning-rate schedule)
 
 
 def say(message: str) -> None:
@@ -94,17 +95,20 @@ class StepSettings:
             computed in fp32 and the weights stay fp32).
         channels_last: 4-D inputs are made NHWC (the model must be converted too).
         grad_clip: max gradient norm (0: no clipping), applied to the summed gradient.
+        head_reduction: ``"mean"`` or ``"sum"`` of the label heads' losses (the recipe's
+            fastMRI loss sums its four labels).
     """
 
     grad_accum_steps: int = 1
     precision: str = "fp32"
     channels_last: bool = False
     grad_clip: float = 0.0
+    head_reduction: str = "mean"
 
     @classmethod
-    def from_config(cls, cfg: Any) -> StepSettings:
-        t = cfg.train
-        return cls(t.grad_accum_steps, t.precision, t.channels_last, t.grad_clip)
+    def from_config(cls, t: Any) -> StepSettings:
+        """From one model's training settings (:meth:`ExperimentConfig.training`)."""
+        return cls(t.grad_accum_steps, t.precision, t.channels_last, t.grad_clip, t.head_reduction)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -142,8 +146,13 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
-def loss_fn(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> Tensor:
-    """Class-weighted cross-entropy, averaged over label heads.
+def loss_fn(
+    outputs: Mapping[str, Tensor],
+    batch: Mapping[str, Tensor],
+    weights: Mapping[str, Tensor],
+    reduction: str = "mean",
+) -> Tensor:
+    """Class-weighted cross-entropy, averaged (``reduction="mean"``) or summed over label heads.
 
     ``outputs`` may be logits (single experts) or normalised log-probabilities (products):
     ``cross_entropy`` applies ``log_softmax``, which leaves the latter unchanged.
@@ -160,7 +169,8 @@ def loss_fn(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], weights:
             losses.append(F.binary_cross_entropy_with_logits(out, y.float(), reduction="sum") / max(len(y), 1))
         else:
             losses.append(F.cross_entropy(out, y.long(), weight=weights.get(h)))
-    return torch.stack(losses).mean()
+    stacked = torch.stack(losses)
+    return stacked.sum() if reduction == "sum" else stacked.mean()
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -194,7 +204,13 @@ def predict(
     return ({h: np.concatenate(v) for h, v in labels.items()}, {h: np.concatenate(v) for h, v in probs.items()})
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], clip: float, scale: float) -> None:
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    clip: float,
+    scale: float,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> None:
     if scale != 1.0:  # a short last group of micro-batches: make its gradient their mean
         for p in params:
             if p.grad is not None:
@@ -203,6 +219,8 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
 
 
 def train_epoch(
@@ -213,6 +231,7 @@ def train_epoch(
     params: list[nn.Parameter],
     weights: Mapping[str, Tensor],
     settings: StepSettings = StepSettings(),
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[int, float]:
     """One pass over ``batches``; returns (samples seen, summed per-sample loss).
 
@@ -221,7 +240,8 @@ def train_epoch(
     micro-batches of ``n`` give the step of one batch of ``k n`` (for an unweighted loss;
     a class-weighted mean is taken per micro-batch). A shorter last group is rescaled to its
     mean. Under DDP only each group's last backward all-reduces. The loss is summed on the
-    device and read once at the end, so no step waits for the host.
+    device and read once at the end, so no step waits for the host. ``scheduler`` (if any)
+    steps after every optimizer step.
     """
     model.train()
     k = settings.grad_accum_steps
@@ -237,13 +257,13 @@ def train_epoch(
         with ctx:
             with autocast(device, settings.precision):
                 out = model(_to_inputs(batch, spec, settings.channels_last))
-            loss = loss_fn({h: o.float() for h, o in out.items()}, batch, weights)
+            loss = loss_fn({h: o.float() for h, o in out.items()}, batch, weights, settings.head_reduction)
             (loss / k).backward()
         n = next(iter(batch.values())).shape[0]
         seen += n
         total += loss.detach() * n
         if sync:
-            _optimizer_step(optimizer, params, settings.grad_clip, k / pending)
+            _optimizer_step(optimizer, params, settings.grad_clip, k / pending, scheduler)
             pending = 0
     return seen, float(total)
 
@@ -273,10 +293,55 @@ def group_means(metrics: Mapping[str, float], sets: Iterable[str]) -> dict[str, 
     return out
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def param_groups(model: nn.Module, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """The trainable parameters in one group, or two when the classification heads (every
+    :class:`~i2m2_ray.models.experts.MultiHead`) learn at ``head_lr_mult`` times the rate."""
+    from i2m2_ray.models.experts import MultiHead
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if head_lr_mult == 1.0:
+        return [{"params": params, "lr_mult": 1.0}]
+    heads = {id(p) for m in model.modules() if isinstance(m, MultiHead) for p in m.parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) not in heads], "lr_mult": 1.0},
+        {"params": [p for p in params if id(p) in heads], "lr_mult": head_lr_mult},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(groups: list[dict[str, Any]], t: Any) -> torch.optim.Optimizer:
+    """The optimizer of one model's training settings ``t`` (a :class:`TrainConfig`); each
+    group's learning rate is ``t.lr`` times its ``lr_mult``."""
+    sized = [{"params": g["params"], "lr": t.lr * g.get("lr_mult", 1.0)} for g in groups]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(sized, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, eps 1e-8), as the public MIMIC code
+        return torch.optim.RMSprop(sized, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(sized, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, t: Any, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``t.schedule="linear"``: the rate rises linearly from 0 over the first ``t.warmup`` of
+    all optimizer steps, then falls linearly to 0 at the last; ``"constant"``: none."""
+    if t.schedule == "constant":
+        return None
+    total = max(1, t.epochs * steps_per_epoch)
+    warm = int(t.warmup * total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def steps_per_epoch(train_size: int, world: int, batch_size: int, accum: int) -> int:
+    """Optimizer steps one worker takes per epoch over its share of ``train_size`` samples."""
+    per_worker = math.ceil(train_size / max(1, world))
+    return max(1, math.ceil(math.ceil(per_worker / batch_size) / accum))
 
 
 def _broadcast(obj: Any) -> Any:
@@ -314,34 +379,33 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    stage_products = lc.stage == "products"
-    epochs = cfg.product.epochs if stage_products else cfg.train.epochs
-    lr = cfg.product.lr if stage_products else cfg.train.lr
-    wd = cfg.product.weight_decay if stage_products else cfg.train.weight_decay
+    t = cfg.training(lc.paradigm)  # this model's lr, epochs, optimizer, ... (train, product, per_paradigm)
+    epochs = t.epochs
 
     model = make_model(lc)
     device = ray.train.torch.get_device()
-    settings = StepSettings.from_config(cfg)
+    settings = StepSettings.from_config(t)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if cfg.train.compile:
+    if t.compile:
         model.compile()  # in place: the state_dict keeps its keys
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{lc.name}: every parameter is frozen; nothing to train")
-    optimizer = make_optimizer(params, cfg, lr, wd)
+    optimizer = make_optimizer(param_groups(model, t.head_lr_mult), t)
+    scheduler = make_scheduler(optimizer, t, steps_per_epoch(lc.train_size, world, t.batch_size, t.grad_accum_steps))
     weights = (
         {h: torch.tensor(w, dtype=torch.float32, device=device) for h, w in lc.class_weights.items()}
-        if cfg.train.class_weighted
+        if t.class_weighted
         else {}
     )
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     test_shard = ray.train.get_dataset_shard("test")
-    bs = cfg.train.batch_size
+    bs = t.batch_size
     pc = settings.precision, settings.channels_last
-    fetch = {"prefetch_batches": cfg.train.prefetch_batches, "pin_memory": cfg.train.pin_memory}
+    fetch = {"prefetch_batches": t.prefetch_batches, "pin_memory": t.pin_memory}
 
     log_epoch = None
     if rank == 0 and lc.tracking_uri and lc.run_id:
@@ -349,7 +413,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
 
         log_epoch = epoch_logger(lc.tracking_uri, lc.run_id)
 
-    monitor, mode = cfg.train.monitor, cfg.train.monitor_mode
+    monitor, mode = t.monitor, t.monitor_mode
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "best_val": {}, "history": []}
     best_state: dict[str, Tensor] | None = None
     resumed = ray.train.get_checkpoint()
@@ -359,6 +423,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
             saved = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
         unwrap(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved.get("scheduler"):
+            scheduler.load_state_dict(saved["scheduler"])
         best_state = saved["best_state"] or None
         state = saved["state"]
         if rank == 0:
@@ -370,11 +436,11 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         batches = train_shard.iter_torch_batches(
             batch_size=bs,
             device=device,
-            local_shuffle_buffer_size=cfg.train.shuffle_buffer or None,
+            local_shuffle_buffer_size=t.shuffle_buffer or None,
             local_shuffle_seed=cfg.run.seed * 100_003 + epoch * 101 + rank,
             **fetch,
         )
-        seen, total = train_epoch(model, batches, lc.spec, optimizer, params, weights, settings)
+        seen, total = train_epoch(model, batches, lc.spec, optimizer, params, weights, settings, scheduler)
         train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         metrics: dict[str, float] = {}
         if rank == 0:
@@ -403,7 +469,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         metrics["best_" + monitor] = best if best is not None else math.nan
         state["epoch"] = epoch + 1
         state["history"].append(dict(metrics))
-        stopped_early = state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= cfg.train.patience
+        stopped_early = state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= t.patience
         # every epoch leaves a checkpoint to resume from: weights, optimizer, best weights so far
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -411,6 +477,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 payload = {
                     "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
                     "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
                     "best_state": best_state or {},
                     "state": state,
                 }
@@ -427,7 +494,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 log_epoch(metrics, epoch + 1)
         if stopped_early:
             if rank == 0:
-                say(f"[{lc.name}] early stop: no {monitor} gain for {cfg.train.patience} epochs")
+                say(f"[{lc.name}] early stop: no {monitor} gain for {t.patience} epochs")
             break
 
     nodes = _gather(ray.get_runtime_context().get_node_id())

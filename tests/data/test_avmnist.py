@@ -199,8 +199,11 @@ def test_encoders_are_lenets_with_the_recipe_sizes() -> None:
     from i2m2_ray.spec import TaskSpec
 
     cfg = load_config(REPO / "configs/avmnist.yaml").model
-    assert build_encoder(["image"], cfg).out_features == 48
-    assert build_encoder(["audio"], cfg).out_features == 192
+    # unimodal LeNets of width 3, the inter expert's of width 6 (model.inter_expert)
+    assert build_encoder(["image"], cfg).out_features == 24
+    assert build_encoder(["audio"], cfg).out_features == 96
+    assert build_encoder(["image"], cfg.for_expert("inter")).out_features == 48
+    assert build_encoder(["audio"], cfg.for_expert("inter")).out_features == 192
     with pytest.raises(ValueError, match="one LeNet per modality"):
         build_encoder(["image", "audio"], cfg)
     model = build_model("i2m2", TaskSpec(("image", "audio"), {"digit": 10}), cfg, build_encoder)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from i2m2_ray.config import load_config
-from i2m2_ray.data.base import DataError, label_column, seeded_split
+from i2m2_ray.data.base import DataError, label_column
 from i2m2_ray.data.fastmri import (
     LABELS,
     SlicePreprocessor,
@@ -17,6 +17,7 @@ from i2m2_ray.data.fastmri import (
     kspace_to_image,
     prepare,
     read_annotations,
+    volume_split,
 )
 from i2m2_ray.data.fastmri_sample import write_sample
 
@@ -143,14 +144,47 @@ def test_point_in_image_centre_is_flat_kspace() -> None:
     np.testing.assert_allclose(np.abs(back), np.abs(img), atol=1e-6)
 
 
-def test_seeded_split_has_no_leak_and_depends_on_seed() -> None:
-    ids = [f"v{i}" for i in range(40)]
-    a = seeded_split(ids, [0.7, 0.15, 0.15], seed=1)
+def test_volume_split_is_the_public_codes_two_sklearn_splits() -> None:
+    from sklearn.model_selection import train_test_split
+
+    ids = [f"file{1000000 + i}" for i in range(40)]
+    a = volume_split(ids, [0.7, 0.15, 0.15], seed=0)
     assert [len(a[s]) for s in ("train", "val", "test")] == [28, 6, 6]
     assert set(a["train"]).isdisjoint(a["val"]) and set(a["val"]).isdisjoint(a["test"])
     assert set(a["train"]) | set(a["val"]) | set(a["test"]) == set(ids)
-    assert a == seeded_split(list(reversed(ids)), [0.7, 0.15, 0.15], seed=1)
-    assert a != seeded_split(ids, [0.7, 0.15, 0.15], seed=2)
+    # the public code: test_size 0.3, random_state 0; then 0.5: first part test, second val
+    train, rest = train_test_split(sorted(ids), test_size=0.3, random_state=0)
+    test, val = train_test_split(rest, test_size=0.5, random_state=0)
+    assert a == {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+    assert a == volume_split(list(reversed(ids)), [0.7, 0.15, 0.15], seed=0)  # order does not matter
+    assert a != volume_split(ids, [0.7, 0.15, 0.15], seed=1)
+    # 0.3 x 10 is whole: exactly 3 held out (1 - 0.7 in floating point would take 4)
+    assert [len(v) for v in volume_split(ids[:10], [0.7, 0.15, 0.15], 0).values()] == [7, 2, 1]
+
+
+def test_volume_split_ignores_run_seed_and_hash_seed(ray_local: None, tiny_fastmri: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    data_dir, ann_dir = tiny_fastmri
+    splits = []
+    for seed in (0, 7):
+        prepared = prepare(load_config(None, [*TINY_OVERRIDES, f"run.seed={seed}"]), data_dir, ann_dir)
+        splits.append({k: prepared.info[f"{k}_volumes"] for k in ("train", "val", "test")})
+        assert prepared.info["split_seed"] == 0
+    assert splits[0] == splits[1]
+    code = (
+        "from i2m2_ray.data.fastmri import volume_split;"
+        "names = list({f'file{1000000 + i}' for i in range(60)});"  # a set's order follows the hash seed
+        "print(volume_split(names, [0.7, 0.15, 0.15], 0))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": h, "PATH": ""}, capture_output=True, text=True
+        ).stdout
+        for h in ("1", "2")
+    }
+    assert len(outputs) == 1 and "train" in outputs.pop()
 
 
 def test_generator_writes_the_real_layout(tiny_fastmri: tuple[Path, Path]) -> None:

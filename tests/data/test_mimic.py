@@ -102,12 +102,20 @@ def test_flags_other_than_0_or_1_are_named(bad: float) -> None:
         task_labels(a, "mortality", "im.pk")
 
 
-def test_split_is_the_recipes_fixed_shuffle() -> None:
-    rows = split_rows(100)
-    perm = np.random.RandomState(10).permutation(100)
-    np.testing.assert_array_equal(rows["val"], perm[:10])
-    np.testing.assert_array_equal(rows["test"], perm[10:20])
-    np.testing.assert_array_equal(rows["train"], perm[20:])
+@pytest.mark.parametrize("n", [10, 17, 100, 1000, 32_591])
+def test_split_is_the_public_codes_python_shuffle(n: int) -> None:
+    import random
+
+    order = list(range(n))
+    random.seed(10)  # exactly what the public code runs (the global generator)
+    random.shuffle(order)
+    rows = split_rows(n)
+    np.testing.assert_array_equal(rows["val"], order[: n // 10])
+    np.testing.assert_array_equal(rows["test"], order[n // 10 : n // 5])
+    np.testing.assert_array_equal(rows["train"], order[n // 5 :])
+
+
+def test_split_sizes_and_coverage() -> None:
     odd = split_rows(17)  # N // 10 = 1 for validation, test up to N // 5 = 3
     assert [len(odd[s]) for s in ("train", "val", "test")] == [14, 1, 2]
     assert sorted(np.concatenate(list(odd.values()))) == list(range(17))
@@ -217,7 +225,7 @@ def test_prepare_cleans_scales_and_splits(ray_local: None, tmp_path: Path) -> No
     pk = write_pickle(tmp_path / "src" / "im.pk", a)
     with pytest.raises(DataError, match="--trust-pickle"):
         prepare(load_config(None, OVERRIDES), pk, tmp_path / "out")
-    cfg = load_config(None, [*OVERRIDES, "data.options={trust_pickle: true}"])
+    cfg = load_config(None, [*OVERRIDES, "data.options={trust_pickle: true, zscore: train}"])
     prepared = prepare(cfg, pk, tmp_path / "out")
     assert prepared.sizes == {"train": 40, "val": 5, "test": 5}
     assert dict(prepared.spec.heads) == {"mortality": 6}
@@ -247,6 +255,13 @@ def test_prepare_cleans_scales_and_splits(ray_local: None, tmp_path: Path) -> No
         np.testing.assert_allclose(batch["timeseries"], (series[ids] - t_mean) / t_std, rtol=1e-5, atol=1e-5)
         if split == "train":
             np.testing.assert_allclose(batch["static"].mean(0), 0, atol=1e-5)
+
+    # the public code's statistics (the default): every row, before the split
+    everyone = prepare(load_config(None, [*OVERRIDES, "data.options={trust_pickle: true}"]), pk, tmp_path / "out")
+    assert everyone.info["zscore"] == "all"
+    scaled = np.concatenate([collect(everyone.datasets[s])["static"] for s in ("train", "val", "test")])
+    np.testing.assert_allclose(scaled.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(scaled.std(0), 1, atol=1e-4)
 
 
 def test_task_option_and_npz_source(ray_local: None, tmp_path: Path) -> None:
@@ -281,7 +296,7 @@ def test_flags_map_to_config_keys() -> None:
     args = build_parser("mimic").parse_args(["--task", "icd9_1", "--trust-pickle", "--data-dir", "im.pk"])
     cfg = resolve_config("mimic", args)
     assert cfg.data.options["task"] == "icd9_1" and cfg.data.options["trust_pickle"] is True
-    assert cfg.train.monitor == "auroc"
+    assert cfg.train.monitor == "auprc"  # the recipe selects ICD-9 models on validation AUPRC
     cfg = resolve_config("mimic", build_parser("mimic").parse_args([]))  # the demo config
     assert cfg.data.options["task"] == "mortality" and cfg.train.monitor == "balanced_accuracy"
     assert not cfg.data.options.get("trust_pickle", False)
@@ -297,7 +312,11 @@ def test_encoders_take_the_real_input_shapes() -> None:
 
     cfg = load_config(None, [*OVERRIDES, "model.hidden=[10, 10]", "model.width=30"]).model
     assert build_encoder(["static"], cfg).out_features == 10
-    assert build_encoder(["timeseries"], cfg).out_features == 30
+    assert build_encoder(["timeseries"], cfg).out_features == 24 * 15  # per-step Linear(30 -> 15), flattened
+    flat = load_config(None, [*OVERRIDES, "model.width=30", "model.options={series_readout: flatten}"]).model
+    assert build_encoder(["timeseries"], flat).out_features == 24 * 30
+    last = load_config(None, [*OVERRIDES, "model.width=30", "model.options={series_readout: last}"]).model
+    assert build_encoder(["timeseries"], last).out_features == 30
     with pytest.raises(ValueError, match="one encoder per modality"):
         build_encoder(["static", "timeseries"], cfg)
     model = build_model("i2m2", TaskSpec(("static", "timeseries"), {"mortality": 6}), cfg, build_encoder)

@@ -68,10 +68,14 @@ def test_component_from_other_paradigm_or_shape_is_refused() -> None:
 
 
 def test_encoders_output_their_declared_features() -> None:
-    assert PreActResNet(1, 4, [1, 1], 2)(torch.randn(2, 1, 32, 32)).shape == (2, 8)
+    assert PreActResNet(1, 4, [1, 1], 2)(torch.randn(2, 1, 32, 32)).shape == (2, 8 * 10 * 10)
+    imagenet = PreActResNet(1, 4, [1, 1], 2, stem="imagenet", pool_size=1, final_norm=True)
+    assert imagenet(torch.randn(2, 1, 32, 32)).shape == (2, 8)
     assert LeNet(1, 6, 2)(torch.randn(2, 1, 28, 28)).shape == (2, 12)
     assert MLPEncoder(5, [16, 8])(torch.randn(2, 5)).shape == (2, 8)
     assert GRUEncoder(12, 10)(torch.randn(2, 24, 12)).shape == (2, 10)
+    assert GRUEncoder(12, 10, readout="flatten", steps=24)(torch.randn(2, 24, 12)).shape == (2, 240)
+    assert GRUEncoder(12, 10, readout="linear", steps=24, readout_features=3)(torch.randn(2, 24, 12)).shape == (2, 72)
 
 
 def test_head_options_reach_every_expert() -> None:

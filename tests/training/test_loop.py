@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -139,3 +141,67 @@ def test_with_last_marks_only_the_last_item() -> None:
     assert list(_with_last([1, 2, 3])) == [(1, False), (2, False), (3, True)]
     assert list(_with_last([7])) == [(7, True)]
     assert list(_with_last([])) == []
+
+
+# ---- optimizers, schedules and loss reduction from the config ---------------------------
+
+
+def _settings(*overrides: str) -> Any:
+    from i2m2_ray.config import load_config
+
+    return load_config(None, list(overrides)).training("inter")
+
+
+def test_optimizers_follow_the_config() -> None:
+    from i2m2_ray.training.loop import make_optimizer, param_groups
+
+    model = LinearHead()
+    rms = make_optimizer(param_groups(model), _settings("train.optimizer=rmsprop", "train.lr=1e-3"))
+    assert isinstance(rms, torch.optim.RMSprop) and rms.defaults["alpha"] == 0.99 and rms.defaults["eps"] == 1e-8
+    adamw = make_optimizer(param_groups(model), _settings("train.betas=[0.9, 0.98]", "train.weight_decay=0.01"))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.98) and adamw.param_groups[0]["weight_decay"] == 0.01
+    sgd = make_optimizer(param_groups(model), _settings("train.optimizer=sgd", "train.momentum=0"))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0
+
+
+def test_heads_learn_at_their_multiple_of_the_rate() -> None:
+    from i2m2_ray.models.experts import MultiHead
+    from i2m2_ray.training.loop import make_optimizer, param_groups
+
+    model = nn.Sequential(nn.Linear(3, 4), MultiHead(4, {"y": 2}))
+    opt = make_optimizer(param_groups(model, 50.0), _settings("train.lr=2e-5", "train.head_lr_mult=50"))
+    head_ids = {id(p) for p in model[1].parameters()}
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert all(lrs[i] == pytest.approx(1e-3) for i in head_ids)
+    assert all(lr == pytest.approx(2e-5) for i, lr in lrs.items() if i not in head_ids)
+    assert len(lrs) == len(list(model.parameters()))
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero() -> None:
+    from i2m2_ray.training.loop import make_optimizer, make_scheduler, param_groups, steps_per_epoch
+
+    t = _settings("train.lr=1.0", "train.schedule=linear", "train.warmup=0.2", "train.epochs=2")
+    assert steps_per_epoch(train_size=40, world=2, batch_size=4, accum=1) == 5
+    opt = make_optimizer(param_groups(LinearHead()), t)
+    sched = make_scheduler(opt, t, steps_per_epoch=5)  # 10 steps in all, 2 of warm-up
+    assert sched is not None
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert make_scheduler(opt, _settings(), 5) is None  # constant: no scheduler
+
+
+def test_summed_head_losses_are_the_mean_times_the_heads() -> None:
+    from i2m2_ray.training.loop import loss_fn
+
+    g = torch.Generator().manual_seed(0)
+    out = {h: torch.randn(5, 2, generator=g) for h in ("a", "b", "c", "d")}
+    batch = {f"y_{h}": torch.randint(0, 2, (5,), generator=g) for h in out}
+    mean, total = loss_fn(out, batch, {}), loss_fn(out, batch, {}, "sum")
+    torch.testing.assert_close(total, 4 * mean)
+    expected = sum(torch.nn.functional.cross_entropy(out[h], batch[f"y_{h}"]) for h in out)
+    torch.testing.assert_close(total, expected)
