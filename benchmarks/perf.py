@@ -18,6 +18,7 @@ thread per worker; see benchmarks/README.md for the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -245,38 +246,31 @@ def median_after_first(values: Sequence[float]) -> float:
 # ---------------------------------------------------------------------------- training
 
 
-def loop_config(name: str, paradigm: str, cfg: ExperimentConfig, prepared: Any) -> Any:
-    from i2m2_ray.spec import PRODUCTS
-    from i2m2_ray.training.loop import LoopConfig
-    from i2m2_ray.training.metrics import class_weights
+def fit_request(cfg: ExperimentConfig, prepared: Any, folder: str, workers: int = 1) -> Any:
+    """The project's request for the I2M2 model (as the pipeline builds it) on ``workers``."""
+    from i2m2_ray.training.launch import FitRequest
 
-    return LoopConfig(
-        name=name,
-        paradigm=paradigm,
-        spec=prepared.spec,
-        encoders=prepared.encoders,
-        experiment=cfg.to_dict(),
-        stage="products" if paradigm in PRODUCTS else "components",
-        class_weights=class_weights(prepared.class_counts),
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, num_workers=workers))
+    return FitRequest.from_config(
+        cfg,
+        prepared,
+        "i2m2",
+        storage_path=folder,
+        checkpoint_path=Path(folder) / "model.pt",
+        run_name=f"bench-i2m2-{workers}w-{time.time_ns()}",
     )
 
 
-def ray_fit(lc: Any, datasets: dict[str, Any], workers: int, cfg: ExperimentConfig) -> dict[str, Any]:
-    """Train with Ray Train (the project's ``fit``); per-epoch samples/s and peak RSS."""
-    from i2m2_ray.training.launch import FitRequest, fit
+def ray_fit(
+    cfg: ExperimentConfig, prepared: Any, workers: int, datasets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train I2M2 with Ray Train (the project's ``fit``); per-epoch samples/s and peak RSS."""
+    from i2m2_ray.training.launch import fit
 
     with tempfile.TemporaryDirectory(prefix="i2m2bench") as tmp:
-        req = FitRequest(
-            loop=lc,
-            datasets=datasets,
-            num_workers=workers,
-            use_gpu=False,
-            cpus_per_worker=cfg.run.cpus_per_worker,
-            placement_strategy="PACK",
-            storage_path=tmp,
-            checkpoint_path=str(Path(tmp) / "model.pt"),
-            run_name=f"bench-{lc.name}-{workers}w-{time.time_ns()}",
-        )
+        req = fit_request(cfg, prepared, tmp, workers)
+        if datasets is not None:
+            req.datasets = datasets
         t0 = time.perf_counter()
         res = fit(req)
         wall = time.perf_counter() - t0
@@ -301,22 +295,18 @@ def materialise(ds: Any) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def plain_fit(lc: Any, arrays: dict[str, np.ndarray], cfg: ExperimentConfig, epochs: int) -> dict[str, Any]:
+def plain_fit(cfg: ExperimentConfig, prepared: Any, arrays: dict[str, np.ndarray], epochs: int) -> dict[str, Any]:
     """The same model, step and batch size in one process: tensors in memory, a random
     permutation per epoch, no Ray."""
     import torch
 
-    from i2m2_ray.training.loop import (
-        StepSettings,
-        make_model,
-        make_optimizer,
-        param_groups,
-        seed_everything,
-        train_epoch,
-    )
+    from i2m2_ray.training.loop import StepSettings, make_optimizer, param_groups, train_epoch
+    from i2m2_ray.training.worker import make_model, seed_everything
 
     torch.set_num_threads(1)  # as each Ray Train worker (cpus_per_worker=1)
     seed_everything(cfg.run.seed)
+    with tempfile.TemporaryDirectory(prefix="i2m2bench") as tmp:
+        lc = fit_request(cfg, prepared, tmp).loop
     model = make_model(lc)
     t = cfg.training(lc.paradigm)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -402,7 +392,6 @@ def _overhead_one(name: str, args: argparse.Namespace, epochs: int) -> dict[str,
     """One dataset's three arms: plain loop, Ray streaming, Ray materialized."""
     cfg = dataset_config(name, args.tiny, epochs)
     prepared = prepared_dataset(name, cfg, args.out_root, "tiny" if args.tiny else "demo")
-    lc = loop_config("i2m2", "i2m2", cfg, prepared)
     arrays = materialise(prepared.datasets["train"])
     res: dict[str, Any] = {
         "train_samples": prepared.sizes["train"],
@@ -411,11 +400,11 @@ def _overhead_one(name: str, args: argparse.Namespace, epochs: int) -> dict[str,
         "model": dict(cfg.to_dict()["model"]),
     }
     res["load_before"] = loadavg()
-    res["plain"] = plain_fit(lc, arrays, cfg, epochs)
+    res["plain"] = plain_fit(cfg, prepared, arrays, epochs)
     res["load_after_plain"] = loadavg()
-    res["ray_streaming"] = ray_fit(lc, prepared.datasets, 1, cfg)
+    res["ray_streaming"] = ray_fit(cfg, prepared, 1)
     res["load_after_streaming"] = loadavg()
-    res["ray_materialized"] = ray_fit(lc, {k: v.materialize() for k, v in prepared.datasets.items()}, 1, cfg)
+    res["ray_materialized"] = ray_fit(cfg, prepared, 1, {k: v.materialize() for k, v in prepared.datasets.items()})
     res["load_after"] = loadavg()
     for arm in ("ray_streaming", "ray_materialized"):
         res[arm]["ratio_to_plain"] = res[arm]["samples_per_s"] / res["plain"]["samples_per_s"]
@@ -679,9 +668,8 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
         if mode == "materialized":
             datasets = {k: v.materialize() for k, v in datasets.items()}
         for workers in (1, 2):
-            lc = loop_config("i2m2", "i2m2", cfg, prepared)
             before = loadavg()
-            res = ray_fit(lc, datasets, workers, cfg)
+            res = ray_fit(cfg, prepared, workers, datasets)
             res.update(load_before=before, load_after=loadavg())
             out["runs"][f"{mode}-{workers}"] = res
         one, two = out["runs"][f"{mode}-1"]["samples_per_s"], out["runs"][f"{mode}-2"]["samples_per_s"]
@@ -716,9 +704,8 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
         ds = slice_dataset(index, cfg.data.pad_width, cfg.data.crop_size).map_batches(_rss_column, batch_format="numpy")
         data_rss = max(float(b["rss_mb"].max()) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
         prepared = prepare(cfg, data_dir, ann)
-        lc = loop_config("i2m2", "i2m2", cfg, prepared)
         before = loadavg()
-        res = ray_fit(lc, prepared.datasets, 1, cfg)
+        res = ray_fit(cfg, prepared, 1)
         key = f"{size}-batch{cfg.train.batch_size}"
         out["sizes"][key] = {
             "crop": cfg.data.crop_size,

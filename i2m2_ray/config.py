@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-PARADIGMS = ("unimodal", "inter", "intra", "i2m2")
+from i2m2_ray.spec import INTER, PARADIGMS, PRODUCTS, is_model_name, kind_of
+
 HEAD_ACTIVATIONS = ("relu", "gelu")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "linear")
@@ -74,7 +75,7 @@ class ModelConfig:
     def for_expert(self, expert: str) -> ModelConfig:
         """The settings an expert is built with: ``inter_expert`` merged over the rest for
         ``"inter"``, these settings for a modality's expert."""
-        if expert != "inter" or not self.inter_expert:
+        if expert != INTER or not self.inter_expert:
             return self
         merged = _deep_merge({k: v for k, v in dataclasses.asdict(self).items() if k != "inter_expert"},
                              self.inter_expert)
@@ -164,8 +165,8 @@ class ExperimentConfig:
         ``product.weight_decay`` and ``product.epochs``, then ``per_paradigm`` by kind, then
         by name."""
         merged = dataclasses.asdict(self.train)
-        kind = "unimodal" if model.startswith("unimodal_") else model
-        if kind in ("intra", "i2m2"):
+        kind = kind_of(model)
+        if kind in PRODUCTS:
             merged.update(lr=self.product.lr, weight_decay=self.product.weight_decay, epochs=self.product.epochs)
         for key in (kind, model):
             merged.update(self.per_paradigm.get(key, {}))
@@ -218,9 +219,9 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        self.model.for_expert("inter")  # inter_expert's keys and values are checked like the rest
+        self.model.for_expert(INTER)  # inter_expert's keys and values are checked like the rest
         for name in self.per_paradigm:
-            if name not in PARADIGMS and not name.startswith("unimodal_"):
+            if not is_model_name(name):
                 raise ConfigError(
                     f"per_paradigm.{name}: expected a paradigm ({', '.join(PARADIGMS)}) or a model name "
                     "such as unimodal_<modality>"

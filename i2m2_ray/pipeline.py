@@ -20,10 +20,8 @@ from typing import Any
 from i2m2_ray import tracking
 from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.base import PreparedData
-from i2m2_ray.spec import INTER, PRODUCTS, component_paradigm
-from i2m2_ray.training.launch import FitRequest, FitResult, fit
-from i2m2_ray.training.loop import LoopConfig
-from i2m2_ray.training.metrics import class_weights
+from i2m2_ray.spec import PRODUCTS, component_paradigm, kind_of
+from i2m2_ray.training.launch import FitRequest, FitResult, fit_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +40,7 @@ def models_to_fit(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[list[s
     spec = prepared.spec
     wanted = set(cfg.run.paradigms)
     products = [p for p in PRODUCTS if p in wanted]
-    components = [
-        p
-        for p in spec.paradigms()
-        if p not in PRODUCTS
-        and (("unimodal" in wanted and p.startswith("unimodal_")) or (p == INTER and INTER in wanted))
-    ]
+    components = [p for p in spec.paradigms() if p not in PRODUCTS and kind_of(p) in wanted]
     if cfg.product.init == "components":
         for product in products:
             for expert in spec.components(product):
@@ -55,14 +48,6 @@ def models_to_fit(cfg: ExperimentConfig, prepared: PreparedData) -> tuple[list[s
                 if name not in components:
                     components.append(name)
     return components, products
-
-
-def _fit_remote() -> Any:
-    import ray
-
-    # The fit driver only waits on its trainer: it holds no CPU, so it never starves the
-    # training workers or the data pipeline.
-    return ray.remote(num_cpus=0, max_retries=0)(fit)
 
 
 def comparison_table(summary: dict[str, dict[str, float]], columns: Sequence[str]) -> str:
@@ -109,7 +94,6 @@ class Pipeline:
         self.results_dir = self.out / "results"
         self.uri = tracking_uri or tracking.default_tracking_uri(self.out)
         self.storage = storage_path or str(self.out / "ray_results")
-        self.weights = class_weights(prepared.class_counts)
         self.state = self._load_or_create_state(resume)
         self.tracker = tracking.Tracker(self.uri, f"{self.results_dir} and {self.out / 'summary.json'}")
 
@@ -137,71 +121,30 @@ class Pipeline:
     def _save_state(self) -> None:
         (self.out / STATE_FILE).write_text(json.dumps(self.state, indent=2))
 
-    def _request(self, paradigm: str, stage: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
-        cfg = self.cfg
-        loop = LoopConfig(
-            name=paradigm,
-            paradigm=paradigm,
-            spec=self.data.spec,
-            encoders=self.data.encoders,
-            experiment=cfg.to_dict(),
-            stage=stage,
-            class_weights=self.weights,
+    def _request(self, paradigm: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
+        return FitRequest.from_config(
+            self.cfg,
+            self.data,
+            paradigm,
+            storage_path=self.storage,
+            checkpoint_path=self.out / "checkpoints" / f"{paradigm}.pt",
+            run_name=f"{paradigm}-{self.state['id']}",
             init_checkpoints=init,
-            freeze=list(cfg.product.freeze) if stage == "products" else [],
             tracking_uri=self.tracker.uri,
             run_id=run_id,
-            product_weights=dict(cfg.product.weights),
-            test_sets=sorted(k for k in self.data.datasets if k.startswith("test_")),
-            train_size=self.data.sizes.get("train", 0),
-        )
-        return FitRequest(
-            loop=loop,
-            datasets=self.data.datasets,
-            num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu,
-            cpus_per_worker=cfg.run.cpus_per_worker,
-            placement_strategy=cfg.run.placement_strategy,
-            storage_path=self.storage,
-            checkpoint_path=str(self.out / "checkpoints" / f"{paradigm}.pt"),
-            run_name=f"{paradigm}-{self.state['id']}",
-            max_failures=cfg.run.max_failures,
         )
 
     def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:
-        """Test metrics, checkpoint and ROC plot of one model (and, for a model reused or
-        uploaded after the fact, its per-epoch history) to its child run."""
-        from i2m2_ray.plots import roc_figure
+        """Test metrics, checkpoint and ROC plot of one model to its child run."""
+        record(self.tracker.call, self.out, run_id, res, history)
 
-        fig = roc_figure(
-            res.test_labels, res.test_probs, f"{res.name}: test ROC", self.out / "plots" / f"roc_{res.name}.png"
-        )
-        if run_id is None:
-            return
-        if history:
-            for h in res.history:
-                self.tracker.call(
-                    tracking.log_metrics, run_id, {k: v for k, v in h.items() if k != "epoch"}, int(h.get("epoch", 0))
-                )
-        self.tracker.call(tracking.log_metrics, run_id, {f"test_{k}": v for k, v in res.test.items()})
-        self.tracker.call(
-            tracking.log_metrics,
-            run_id,
-            {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
-        )
-        self.tracker.call(tracking.log_artifact, run_id, res.checkpoint, "checkpoint")
-        self.tracker.call(tracking.log_artifact, run_id, fig, "plots")
-
-    def _stage(
+    def fit_stage(
         self, stage: str, names: list[str], exp_id: str | None, parent: str | None, init_for: dict[str, dict[str, str]]
     ) -> dict[str, FitResult]:
         """Fit ``names`` concurrently (reusing finished ones); every child run ends FINISHED
         or FAILED."""
-        import ray
-
-        remote = _fit_remote()
         runs: dict[str, str | None] = {}
-        pending: dict[Any, str] = {}
+        todo: dict[str, FitRequest] = {}
         results: dict[str, FitResult] = {}
         for name in names:
             done = (self.results_dir / f"{name}.json").is_file()
@@ -224,16 +167,12 @@ class Pipeline:
                 self._record(runs[name], results[name], history=True)
                 self._end(runs[name], "FINISHED")
                 continue
-            pending[remote.remote(self._request(name, stage, runs[name], init_for.get(name, {})))] = name
+            todo[name] = self._request(name, runs[name], init_for.get(name, {}))
         errors: list[str] = []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            name = pending.pop(ready[0])
-            try:
-                res = ray.get(ready[0])
-            except Exception as exc:
+        for name, res in fit_concurrently(todo):
+            if isinstance(res, Exception):
                 self._end(runs[name], "FAILED")
-                errors.append(f"{name}: {exc}")
+                errors.append(f"{name}: {res}")
                 continue
             res.save(self.results_dir)
             self._record(runs[name], res, history=False)
@@ -277,14 +216,14 @@ class Pipeline:
         try:
             components, products = models_to_fit(cfg, self.data)
             print(f"stage 1: fitting {components} concurrently", flush=True)
-            results = self._stage("components", components, exp_id, parent, {})
+            results = self.fit_stage("components", components, exp_id, parent, {})
             init_for: dict[str, dict[str, str]] = {}
             if cfg.product.init == "components":
                 for p in products:
                     init_for[p] = {e: results[component_paradigm(e)].checkpoint for e in self.data.spec.components(p)}
             if products:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
-                results.update(self._stage("products", products, exp_id, parent, init_for))
+                results.update(self.fit_stage("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
             summary = {n: summary_entry(results[n]) for n in order}
             summary_path = self.out / "summary.json"
@@ -299,6 +238,31 @@ class Pipeline:
             self._end(parent, "FAILED")
             raise
         return PipelineResult(summary, self.out, self.tracker.uri or "", parent or "")
+
+
+def record(call: Any, out: Path, run_id: str | None, res: FitResult, history: bool) -> None:
+    """A finished model's ROC plot (``plots/roc_<model>.png``) and, on its child run, its test
+    metrics, wall time, best epoch and epochs run, checkpoint and plot; ``history`` also logs
+    its per-epoch metrics (for a model reused from disk or uploaded after the fact, whose
+    epochs were not logged live). ``call(fn, *args)`` runs an MLflow write
+    (:meth:`tracking.Tracker.call`, or a plain call with the tracking URI bound)."""
+    from i2m2_ray.plots import roc_figure
+
+    fig = roc_figure(res.test_labels, res.test_probs, f"{res.name}: test ROC", out / "plots" / f"roc_{res.name}.png")
+    if run_id is None:
+        return
+    if history:
+        for h in res.history:
+            call(tracking.log_metrics, run_id, {k: v for k, v in h.items() if k != "epoch"}, int(h.get("epoch", 0)))
+    call(tracking.log_metrics, run_id, {f"test_{k}": v for k, v in res.test.items()})
+    call(
+        tracking.log_metrics,
+        run_id,
+        {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
+    )
+    if Path(res.checkpoint).is_file():
+        call(tracking.log_artifact, run_id, res.checkpoint, "checkpoint")
+    call(tracking.log_artifact, run_id, fig, "plots")
 
 
 def summary_entry(res: FitResult) -> dict[str, float]:
@@ -329,6 +293,9 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
         tags={"dataset": cfg["experiment"], "stage": "pipeline", "uploaded": "true"},
         params=cfg,
     )
+    def call(fn: Any, *args: Any) -> Any:
+        return fn(uri, *args)
+
     for name in names:
         res = FitResult.load(out / "results", name)
         run = tracking.start_run(
@@ -339,15 +306,7 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
             params={**cfg, "paradigm": name},
             parent_run_id=parent,
         )
-        for h in res.history:
-            tracking.log_metrics(uri, run, {k: v for k, v in h.items() if k != "epoch"}, int(h.get("epoch", 0)))
-        tracking.log_metrics(uri, run, {f"test_{k}": v for k, v in res.test.items()})
-        tracking.log_metrics(uri, run, {"wall_seconds": res.wall_seconds, "best_epoch": res.best_epoch})
-        if Path(res.checkpoint).is_file():
-            tracking.log_artifact(uri, run, res.checkpoint, "checkpoint")
-        plot = out / "plots" / f"roc_{name}.png"
-        if plot.is_file():
-            tracking.log_artifact(uri, run, plot, "plots")
+        record(call, out, run, res, history=True)
         tracking.end_run(uri, run, "FINISHED")
     if (out / "summary.json").is_file():
         tracking.log_artifact(uri, parent, out / "summary.json")

@@ -616,8 +616,6 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from i2m2_ray.training.launch import FitRequest, fit
-    from i2m2_ray.training.loop import LoopConfig
-    from i2m2_ray.training.metrics import class_weights
 
     trial_id = tune.get_context().get_trial_id()
     plan = ctx.recipe.plan(config)
@@ -627,34 +625,19 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     if cfg.product.init == "components":
         init = {e: ctx.components[component_paradigm(e)] for e in prepared.spec.components(plan.paradigm)}
     name = f"trial_{trial_id}"
-    loop = LoopConfig(
-        name=name,
-        paradigm=plan.paradigm,
-        spec=prepared.spec,
-        encoders=prepared.encoders,
-        experiment=cfg.to_dict(),
-        stage="products",
-        class_weights=class_weights(prepared.class_counts),
-        init_checkpoints=init,
-        freeze=list(cfg.product.freeze),
-        product_weights=dict(cfg.product.weights),
-        train_size=prepared.sizes.get("train", 0),
-    )
     monitor = cfg.train.monitor
     with tempfile.TemporaryDirectory() as tmp:
         res = fit(
-            FitRequest(
-                loop=loop,
-                datasets=prepared.datasets,
-                num_workers=cfg.run.num_workers,
-                use_gpu=cfg.run.use_gpu,
-                cpus_per_worker=cfg.run.cpus_per_worker,
-                placement_strategy=cfg.run.placement_strategy,
+            FitRequest.from_config(
+                cfg,
+                prepared,
+                plan.paradigm,
                 storage_path=ctx.train_storage,
                 checkpoint_path=os.path.join(tmp, "model.pt"),
+                name=name,
                 # the same name after a sweep restart: Train resumes from the last epoch
                 run_name=name,
-                max_failures=cfg.run.max_failures,
+                init_checkpoints=init,
                 callbacks=[TuneReportCallback()],
             )
         )
@@ -922,8 +905,6 @@ def fit_components(opts: SweepOptions, prepared: PreparedData, uri: str, parent:
     import ray
 
     from i2m2_ray.training.launch import FitRequest, fit
-    from i2m2_ray.training.loop import LoopConfig
-    from i2m2_ray.training.metrics import class_weights
 
     cfg = opts.base
     folder = _sweep_dir(opts) / "components"
@@ -937,27 +918,14 @@ def fit_components(opts: SweepOptions, prepared: PreparedData, uri: str, parent:
     remote = ray.remote(num_cpus=0, max_retries=0)(fit)
     refs = {}
     for n in todo:
-        loop = LoopConfig(
-            name=f"{opts.sweep_name}-{n}",
-            paradigm=n,
-            spec=prepared.spec,
-            encoders=prepared.encoders,
-            experiment=cfg.to_dict(),
-            stage="components",
-            class_weights=class_weights(prepared.class_counts),
-            train_size=prepared.sizes.get("train", 0),
-        )
-        req = FitRequest(
-            loop=loop,
-            datasets=prepared.datasets,
-            num_workers=cfg.run.num_workers,
-            use_gpu=cfg.run.use_gpu,
-            cpus_per_worker=cfg.run.cpus_per_worker,
-            placement_strategy=cfg.run.placement_strategy,
+        req = FitRequest.from_config(
+            cfg,
+            prepared,
+            n,
             storage_path=f"{_storage(opts).rstrip('/')}/{opts.sweep_name}-train",
-            checkpoint_path=str(folder / f".{n}.partial.pt"),
+            checkpoint_path=folder / f".{n}.partial.pt",
+            name=f"{opts.sweep_name}-{n}",
             run_name=f"component_{n}",
-            max_failures=cfg.run.max_failures,
         )
         refs[n] = remote.remote(req)
     for n, ref in refs.items():

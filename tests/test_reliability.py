@@ -39,31 +39,17 @@ def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int, 
     from i2m2_ray.config import load_config
     from i2m2_ray.data import fastmri
     from i2m2_ray.training.launch import FitRequest, fit
-    from i2m2_ray.training.loop import LoopConfig
-    from i2m2_ray.training.metrics import class_weights
 
-    cfg = load_config(None, [*TINY_OVERRIDES, "train.epochs=4", "train.patience=10", "run.seed=3", *extra])
+    settings = ["train.epochs=4", "train.patience=10", "run.seed=3", f"run.max_failures={max_failures}"]
+    cfg = load_config(None, [*TINY_OVERRIDES, *settings, *extra])
     data = fastmri.prepare(cfg, *tiny)
-    loop = LoopConfig(
-        name="inter",
-        paradigm="inter",
-        spec=data.spec,
-        encoders=data.encoders,
-        experiment=cfg.to_dict(),
-        stage="components",
-        class_weights=class_weights(data.class_counts),
-    )
-    req = FitRequest(
-        loop=loop,
-        datasets=data.datasets,
-        num_workers=1,
-        use_gpu=False,
-        cpus_per_worker=1,
-        placement_strategy="PACK",
+    req = FitRequest.from_config(
+        cfg,
+        data,
+        "inter",
         storage_path=str(tmp / "storage"),
-        checkpoint_path=str(tmp / f"{name}.pt"),
+        checkpoint_path=tmp / f"{name}.pt",
         run_name=name,
-        max_failures=max_failures,
     )
     return fit(req)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from i2m2_ray.spec import TaskSpec
+from i2m2_ray.spec import TaskSpec, label_column
+
+__all__ = ["DataError", "PreparedData", "index_dataset", "label_column", "quiet_data_context", "shuffle_seed"]
 
 if TYPE_CHECKING:
     import ray.data
@@ -17,11 +19,6 @@ SPLITS = ("train", "val", "test")
 
 class DataError(ValueError):
     """Bad input data; the message names the file, the field and what was expected."""
-
-
-def label_column(head: str) -> str:
-    """Batch column that holds the integer class of one label head."""
-    return f"y_{head}"
 
 
 @dataclass

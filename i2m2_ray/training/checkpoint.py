@@ -6,6 +6,7 @@ runs code when loaded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,10 @@ def save_checkpoint(
     spec: TaskSpec,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``{"state_dict", "paradigm", "config", "spec", **extra}`` to ``path``."""
+    """Write ``{"state_dict", "paradigm", "config", "spec", **extra}`` to ``path`` (atomically:
+    a temporary file renamed into place). The one checkpoint format: the best weights plus
+    what built them; a training checkpoint adds ``resume`` (last weights, optimizer and
+    scheduler state, the loop's state) to continue from."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -47,7 +51,9 @@ def save_checkpoint(
         "spec": {"modalities": list(spec.modalities), "heads": dict(spec.heads), "multilabel": list(spec.multilabel)},
         **dict(extra or {}),
     }
-    torch.save(payload, p)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, p)  # a reader never sees half a file, a crash never leaves one
     return p
 
 

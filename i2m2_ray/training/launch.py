@@ -1,20 +1,26 @@
-"""Launch one model's training as a Ray Train ``TorchTrainer`` (DDP over the workers)."""
+"""Launch models' training as Ray Train ``TorchTrainer`` runs (DDP over the workers): one
+request per model, built from the config in one place, fitted alone or several at once."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
 
-from i2m2_ray.training.loop import LoopConfig, train_loop
+from i2m2_ray.spec import is_product
+from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+from i2m2_ray.training.metrics import class_weights
+from i2m2_ray.training.worker import LoopConfig, train_loop
 
 if TYPE_CHECKING:
-    pass
+    from i2m2_ray.config import ExperimentConfig
+    from i2m2_ray.data.base import PreparedData
 
 
 @dataclass
@@ -32,6 +38,55 @@ class FitRequest:
     run_name: str | None = None  # Ray Train run name (default: the model name); same name resumes
     max_failures: int = 0  # worker failures tolerated; each restarts from the last epoch checkpoint
     callbacks: list[Any] = field(default_factory=list)  # extra Ray Train RunConfig callbacks
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: ExperimentConfig,
+        prepared: PreparedData,
+        paradigm: str,
+        *,
+        storage_path: str,
+        checkpoint_path: str | Path,
+        name: str | None = None,
+        run_name: str | None = None,
+        init_checkpoints: Mapping[str, str] | None = None,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> FitRequest:
+        """The request for model ``paradigm`` (``unimodal_<m>``, ``inter``, ``intra``,
+        ``i2m2``) of ``cfg`` on ``prepared``: placement from ``run.*``; a product gets
+        ``product.freeze``, ``product.weights`` and its experts' ``init_checkpoints``."""
+        product = is_product(paradigm)
+        loop = LoopConfig(
+            name=name or paradigm,
+            paradigm=paradigm,
+            spec=prepared.spec,
+            encoders=prepared.encoders,
+            experiment=cfg.to_dict(),
+            class_weights=class_weights(prepared.class_counts),
+            init_checkpoints=dict(init_checkpoints or {}),
+            freeze=list(cfg.product.freeze) if product else [],
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            product_weights=dict(cfg.product.weights) if product else {},
+            test_sets=sorted(k for k in prepared.datasets if k.startswith("test_")),
+            train_size=prepared.sizes.get("train", 0),
+        )
+        return cls(
+            loop=loop,
+            datasets=prepared.datasets,
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            cpus_per_worker=cfg.run.cpus_per_worker,
+            placement_strategy=cfg.run.placement_strategy,
+            storage_path=storage_path,
+            checkpoint_path=str(checkpoint_path),
+            run_name=run_name,
+            max_failures=cfg.run.max_failures,
+            callbacks=list(callbacks),
+        )
 
 
 @dataclass
@@ -76,12 +131,11 @@ class FitResult:
 
 
 def fit(req: FitRequest) -> FitResult:
-    """Run the training loop on ``req.num_workers`` Ray Train workers; save the best weights
-    (with the config that built them) to ``req.checkpoint_path``."""
+    """Run the training loop on ``req.num_workers`` Ray Train workers; the best weights
+    (with the config that built them) come back as the run's final checkpoint and are
+    written to ``req.checkpoint_path``."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from i2m2_ray.training.checkpoint import save_checkpoint
 
     ingest = DataConfig.default_ingest_options()
     # the same seed, the same batches: blocks reach the workers in the dataset's order
@@ -117,16 +171,18 @@ def fit(req: FitRequest) -> FitResult:
     result = trainer.fit()
     wall = time.perf_counter() - t0
     out = cast(Any, result).return_value  # Train V2: rank 0's return value
-    if not isinstance(out, dict):
+    if not isinstance(out, dict) or result.checkpoint is None:
         raise RuntimeError(f"{req.loop.name}: training returned no result (error: {result.error})")
-
+    with result.checkpoint.as_directory() as d:
+        final = load_checkpoint(os.path.join(d, MODEL_FILE), paradigm=req.loop.paradigm)
+    final.pop("resume", None)  # what resuming needed (optimizer state, last weights) stays with Ray
     save_checkpoint(
         req.checkpoint_path,
-        {k: torch.from_numpy(v) for k, v in out["state_dict"].items()},
-        req.loop.paradigm,
-        req.loop.experiment,
+        final.pop("state_dict"),
+        final.pop("paradigm"),
+        final.pop("config"),
         req.loop.spec,
-        {"epoch": out["best_epoch"], "metrics": out["val"]},
+        {k: v for k, v in final.items() if k != "spec"},
     )
     return FitResult(
         name=req.loop.name,
@@ -142,3 +198,22 @@ def fit(req: FitRequest) -> FitResult:
         test_labels=out["test_labels"],
         test_probs=out["test_probs"],
     )
+
+
+def fit_concurrently(requests: Mapping[str, FitRequest]) -> Iterator[tuple[str, FitResult | Exception]]:
+    """Fit every request at once, each in a Ray task of its own; yield ``(key, result)`` in
+    the order they finish, ``result`` being the exception when that fit failed (the others
+    go on). The tasks only wait on their trainers: they hold no CPU, so they never starve the
+    training workers or the data pipeline, and are never retried (a failed fit is reported,
+    not repeated)."""
+    import ray
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(fit)
+    pending = {remote.remote(req): key for key, req in requests.items()}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(ready[0])
+        try:
+            yield key, ray.get(ready[0])
+        except Exception as exc:
+            yield key, exc

@@ -1,23 +1,19 @@
-"""The one per-worker training loop, for every paradigm (run by Ray Train on each worker).
+"""The training step of every paradigm: how a batch becomes a loss and an optimizer step,
+how a split is predicted, and the optimizers and schedules the config names (pure torch).
 
-A paradigm only changes the model that :func:`i2m2_ray.models.build_model` builds; the
-loss (class-weighted cross-entropy summed over label heads), validation, early stopping,
-checkpointing and the final test evaluation are the same for all.
+:mod:`i2m2_ray.training.worker` runs these on each Ray Train worker. The loss is
+class-weighted cross-entropy over the label heads (binary cross-entropy per class for a
+multi-label head), averaged or summed over heads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import os
-import random
 import resource
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,63 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2m2_ray.config import config_from_dict
-from i2m2_ray.data.base import label_column
-from i2m2_ray.models.build import EncoderFactory, TaskSpec, build_model, load_components
-from i2m2_ray.models.experts import ProductOfExperts
-from i2m2_ray.training.checkpoint import load_checkpoint, unwrap
-from i2m2_ray.training.metrics import compute_metrics, is_better
-
-STATE_FILE = "train_state.pt"
-
-
-@dataclass
-class LoopConfig:
-    """Everything a worker needs to train one model (picklable, sent to every worker)."""
-
-    name: str
-    paradigm: str
-    spec: TaskSpec
-    encoders: EncoderFactory
-    experiment: dict[str, Any]
-    stage: str  # "components" (stage 1) or "products" (stage 2)
-    class_weights: dict[str, list[float]]
-    init_checkpoints: dict[str, str] = field(default_factory=dict)
-    freeze: list[str] = field(default_factory=list)
-    tracking_uri: str | None = None
-    run_id: str | None = None
-    product_weights: dict[str, float] = field(default_factory=dict)
-    # extra evaluation splits scored like "test" (e.g. VQA-VS's OOD sets "test_ood_kw"): their
-    # metrics come back as "<name without test_>_<metric>" with the test metrics
-    test_sets: list[str] = field(default_factory=list)
-    train_size: int = 0  # samples in the training split (sets the length of a learning-rate schedule)
-
-
-def say(message: str) -> None:
-    """One line to the worker's stdout, which Ray forwards to the driver once. (Train V2
-    patches ``print`` into its logger and, because Ray wraps a worker's stdout, also echoes
-    it there: every printed line would reach the driver twice.)"""
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (call with a per-rank offset where ranks should differ)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def make_model(lc: LoopConfig) -> nn.Module:
-    """Build the paradigm's model; load and freeze components as configured."""
-    cfg = config_from_dict(lc.experiment)
-    model = build_model(lc.paradigm, lc.spec, cfg.model, lc.encoders, lc.product_weights or None)
-    if isinstance(model, ProductOfExperts):
-        for expert, path in lc.init_checkpoints.items():
-            ckpt = load_checkpoint(path)
-            load_components(model, {expert: ckpt["state_dict"]}, source=str(path))
-        model.freeze(lc.freeze)
-    return model
+from i2m2_ray.spec import TaskSpec, label_column
 
 
 @dataclass(frozen=True)
@@ -151,21 +91,24 @@ def loss_fn(
     batch: Mapping[str, Tensor],
     weights: Mapping[str, Tensor],
     reduction: str = "mean",
+    multilabel: Iterable[str] = (),
 ) -> Tensor:
     """Class-weighted cross-entropy, averaged (``reduction="mean"``) or summed over label heads.
 
     ``outputs`` may be logits (single experts) or normalised log-probabilities (products):
     ``cross_entropy`` applies ``log_softmax``, which leaves the latter unchanged.
 
-    A multi-label head (its labels a ``(batch, classes)`` float matrix of per-class scores
-    in [0, 1], e.g. VQA's soft answer scores) takes binary cross-entropy with logits instead,
+    A multi-label head (named in ``multilabel``; its labels a ``(batch, classes)`` float matrix
+    of per-class scores in [0, 1], e.g. VQA's soft answer scores) takes binary cross-entropy
+    with logits instead,
     summed over classes and averaged over the batch; a product's output for such a head is
     the per-class log-odds of the binary product, so the same loss serves.
     """
     losses = []
+    multi = set(multilabel)
     for h, out in outputs.items():
         y = batch[label_column(h)]
-        if y.dim() == 2:
+        if h in multi:
             losses.append(F.binary_cross_entropy_with_logits(out, y.float(), reduction="sum") / max(len(y), 1))
         else:
             losses.append(F.cross_entropy(out, y.long(), weight=weights.get(h)))
@@ -196,7 +139,7 @@ def predict(
         for h in spec.heads:
             y = batch[label_column(h)]
             # multi-label heads (per-class score labels): a sigmoid per class
-            p = torch.sigmoid(out[h].float()) if y.dim() == 2 else torch.softmax(out[h].float(), dim=-1)
+            p = torch.sigmoid(out[h].float()) if spec.is_multilabel(h) else torch.softmax(out[h].float(), dim=-1)
             probs[h].append(p.cpu().numpy())
             labels[h].append(y.cpu().numpy())
     if not any(len(v) for v in labels.values()):
@@ -257,7 +200,9 @@ def train_epoch(
         with ctx:
             with autocast(device, settings.precision):
                 out = model(_to_inputs(batch, spec, settings.channels_last))
-            loss = loss_fn({h: o.float() for h, o in out.items()}, batch, weights, settings.head_reduction)
+            loss = loss_fn(
+                {h: o.float() for h, o in out.items()}, batch, weights, settings.head_reduction, spec.multilabel
+            )
             (loss / k).backward()
         n = next(iter(batch.values())).shape[0]
         seen += n
@@ -266,31 +211,6 @@ def train_epoch(
             _optimizer_step(optimizer, params, settings.grad_clip, k / pending, scheduler)
             pending = 0
     return seen, float(total)
-
-
-def prefixed_metrics(name: str, metrics: Mapping[str, float]) -> dict[str, float]:
-    """``{"accuracy": 0.5}`` of evaluation set ``name`` -> ``{"<name>_accuracy": 0.5}``."""
-    return {f"{name}_{k}": v for k, v in metrics.items()}
-
-
-def group_means(metrics: Mapping[str, float], sets: Iterable[str]) -> dict[str, float]:
-    """Means over evaluation sets named ``<group>_<set>`` (e.g. ``ood_kw``, ``ood_ko``):
-    ``<group>_mean_<metric>`` for every metric each of the group's sets has."""
-    groups: dict[str, list[str]] = {}
-    for s in sets:
-        if "_" in s:
-            groups.setdefault(s.split("_", 1)[0], []).append(s)
-    out: dict[str, float] = {}
-    for group, members in groups.items():
-        if len(members) < 2:
-            continue
-        keys = [k[len(members[0]) + 1 :] for k in metrics if k.startswith(members[0] + "_")]
-        for key in keys:
-            values = [metrics.get(f"{m}_{key}", math.nan) for m in members]
-            finite = [v for v in values if not math.isnan(v)]
-            if len(finite) == len(members):
-                out[f"{group}_mean_{key}"] = float(np.mean(finite))
-    return out
 
 
 def param_groups(model: nn.Module, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
@@ -342,184 +262,3 @@ def steps_per_epoch(train_size: int, world: int, batch_size: int, accum: int) ->
     """Optimizer steps one worker takes per epoch over its share of ``train_size`` samples."""
     per_worker = math.ceil(train_size / max(1, world))
     return max(1, math.ceil(math.ceil(per_worker / batch_size) / accum))
-
-
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's object on every rank (no-op without a process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-    return obj
-
-
-def _gather(obj: Any) -> list[Any]:
-    """Every rank's object, in rank order (a one-element list without a process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        out: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
-    return [obj]
-
-
-def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point: fit, validate each epoch, early-stop, then test the best weights.
-
-    Validation and test run on rank 0 over the whole (unsplit) split, so metrics are exact;
-    the training split is sharded across workers. Returns (rank 0) the test metrics and
-    test-set probabilities.
-    """
-    import ray.train
-    import ray.train.torch
-
-    lc: LoopConfig = config["loop"]
-    cfg = config_from_dict(lc.experiment)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    seed_everything(cfg.run.seed)  # identical initial weights on every rank
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    t = cfg.training(lc.paradigm)  # this model's lr, epochs, optimizer, ... (train, product, per_paradigm)
-    epochs = t.epochs
-
-    model = make_model(lc)
-    device = ray.train.torch.get_device()
-    settings = StepSettings.from_config(t)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if t.compile:
-        model.compile()  # in place: the state_dict keeps its keys
-    model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"{lc.name}: every parameter is frozen; nothing to train")
-    optimizer = make_optimizer(param_groups(model, t.head_lr_mult), t)
-    scheduler = make_scheduler(optimizer, t, steps_per_epoch(lc.train_size, world, t.batch_size, t.grad_accum_steps))
-    weights = (
-        {h: torch.tensor(w, dtype=torch.float32, device=device) for h, w in lc.class_weights.items()}
-        if t.class_weighted
-        else {}
-    )
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    test_shard = ray.train.get_dataset_shard("test")
-    bs = t.batch_size
-    pc = settings.precision, settings.channels_last
-    fetch = {"prefetch_batches": t.prefetch_batches, "pin_memory": t.pin_memory}
-
-    log_epoch = None
-    if rank == 0 and lc.tracking_uri and lc.run_id:
-        from i2m2_ray.tracking import epoch_logger
-
-        log_epoch = epoch_logger(lc.tracking_uri, lc.run_id)
-
-    monitor, mode = t.monitor, t.monitor_mode
-    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "best_val": {}, "history": []}
-    best_state: dict[str, Tensor] | None = None
-    resumed = ray.train.get_checkpoint()
-    if resumed is not None:
-        # a worker died (or the run was restarted): continue after the last finished epoch
-        with resumed.as_directory() as d:
-            saved = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler"):
-            scheduler.load_state_dict(saved["scheduler"])
-        best_state = saved["best_state"] or None
-        state = saved["state"]
-        if rank == 0:
-            say(f"[{lc.name}] resuming after epoch {state['epoch']} from {resumed.path}")
-
-    stopped_early = False
-    for epoch in range(state["epoch"], epochs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        batches = train_shard.iter_torch_batches(
-            batch_size=bs,
-            device=device,
-            local_shuffle_buffer_size=t.shuffle_buffer or None,
-            local_shuffle_seed=cfg.run.seed * 100_003 + epoch * 101 + rank,
-            **fetch,
-        )
-        seen, total = train_epoch(model, batches, lc.spec, optimizer, params, weights, settings, scheduler)
-        train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-        metrics: dict[str, float] = {}
-        if rank == 0:
-            val_batches = val_shard.iter_torch_batches(batch_size=bs, device=device, **fetch)
-            labels, probs = predict(unwrap(model), val_batches, lc.spec, *pc)
-            metrics = {f"val_{k}": v for k, v in compute_metrics(labels, probs).items()}
-        metrics = _broadcast(metrics)
-        rss = _gather(peak_rss_mb())  # a collective: every rank calls it
-        metrics.update(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total / max(seen, 1),
-                "samples_per_s": seen * world / max(train_time, 1e-9),
-                "peak_rss_mb": max(rss),  # the largest worker's peak resident memory so far
-                # per CPU-second of this worker process (all its threads): unlike samples/s,
-                # not lowered by other jobs on the machine
-                "samples_per_cpu_s": seen / max(train_cpu, 1e-9),
-            }
-        )
-        value = metrics.get(f"val_{monitor}", math.nan)
-        if is_better(value, state["best"], mode):
-            state["best"], state["best_epoch"] = value, epoch + 1
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
-            state["best_val"] = {k: v for k, v in metrics.items() if k.startswith("val_")}
-        best = state["best"]
-        metrics["best_" + monitor] = best if best is not None else math.nan
-        state["epoch"] = epoch + 1
-        state["history"].append(dict(metrics))
-        stopped_early = state["best_epoch"] > 0 and epoch + 1 - state["best_epoch"] >= t.patience
-        # every epoch leaves a checkpoint to resume from: weights, optimizer, best weights so far
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                payload = {
-                    "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "best_state": best_state or {},
-                    "state": state,
-                }
-                torch.save(payload, os.path.join(tmp, STATE_FILE))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
-        if rank == 0:
-            say(
-                f"[{lc.name}] epoch {epoch + 1}/{epochs} loss {metrics['train_loss']:.4f} "
-                f"val {monitor} {value:.4f} (best {metrics['best_' + monitor]:.4f} @ {state['best_epoch']}) "
-                f"{metrics['samples_per_s']:.0f} samples/s"
-            )
-            if log_epoch is not None:
-                log_epoch(metrics, epoch + 1)
-        if stopped_early:
-            if rank == 0:
-                say(f"[{lc.name}] early stop: no {monitor} gain for {t.patience} epochs")
-            break
-
-    nodes = _gather(ray.get_runtime_context().get_node_id())
-    if rank != 0:
-        return None
-    if best_state is None:  # the monitored metric was never defined: keep the last weights
-        best_state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    unwrap(model).load_state_dict(best_state)
-    test_batches = test_shard.iter_torch_batches(batch_size=bs, device=device, **fetch)
-    labels, probs = predict(unwrap(model), test_batches, lc.spec, *pc)
-    test = compute_metrics(labels, probs)
-    for name in lc.test_sets:
-        extra = ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=bs, device=device, **fetch)
-        scored = compute_metrics(*predict(unwrap(model), extra, lc.spec, *pc))
-        test.update(prefixed_metrics(name.removeprefix("test_"), scored))
-    test.update(group_means(test, [n.removeprefix("test_") for n in lc.test_sets]))
-    return {
-        "test": test,
-        "val": state["best_val"],
-        "best_epoch": state["best_epoch"],
-        "epochs_run": state["epoch"],
-        "history": state["history"],
-        "worker_nodes": nodes,
-        "test_labels": labels,
-        "test_probs": probs,
-        # Ray Train cannot return tensors: ship the weights as NumPy arrays
-        "state_dict": {k: v.numpy() for k, v in best_state.items()},
-    }

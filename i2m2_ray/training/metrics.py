@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from sklearn.metrics import (
@@ -88,6 +88,31 @@ def compute_metrics(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.nda
         out[f"{name}_mean"] = float(np.mean(finite)) if finite else math.nan
         if len(labels) == 1:
             out[name] = values[0]
+    return out
+
+
+def prefixed_metrics(name: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    """``{"accuracy": 0.5}`` of evaluation set ``name`` -> ``{"<name>_accuracy": 0.5}``."""
+    return {f"{name}_{k}": v for k, v in metrics.items()}
+
+
+def group_means(metrics: Mapping[str, float], sets: Iterable[str]) -> dict[str, float]:
+    """Means over evaluation sets named ``<group>_<set>`` (e.g. ``ood_kw``, ``ood_ko``):
+    ``<group>_mean_<metric>`` for every metric each of the group's sets has."""
+    groups: dict[str, list[str]] = {}
+    for s in sets:
+        if "_" in s:
+            groups.setdefault(s.split("_", 1)[0], []).append(s)
+    out: dict[str, float] = {}
+    for group, members in groups.items():
+        if len(members) < 2:
+            continue
+        keys = [k[len(members[0]) + 1 :] for k in metrics if k.startswith(members[0] + "_")]
+        for key in keys:
+            values = [metrics.get(f"{m}_{key}", math.nan) for m in members]
+            finite = [v for v in values if not math.isnan(v)]
+            if len(finite) == len(members):
+                out[f"{group}_mean_{key}"] = float(np.mean(finite))
     return out
 
 

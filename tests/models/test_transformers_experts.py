@@ -13,8 +13,8 @@ from i2m2_ray.config import load_config
 from i2m2_ray.models import ProductOfExperts, binary_product_of_experts, build_model
 from i2m2_ray.models.transformers_experts import TransformersEncoders
 from i2m2_ray.spec import TaskSpec
-from i2m2_ray.training.loop import group_means, loss_fn, prefixed_metrics
-from i2m2_ray.training.metrics import compute_metrics, vqa_score
+from i2m2_ray.training.loop import loss_fn
+from i2m2_ray.training.metrics import compute_metrics, group_means, prefixed_metrics, vqa_score
 
 TINY = "{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, patch_size: 8}"
 
@@ -62,11 +62,11 @@ def test_multilabel_loss_and_probabilities_known_numbers() -> None:
     out = {"answer": torch.zeros(1, 2)}
     batch = {"y_answer": torch.tensor([[1.0, 0.0]])}
     # BCE summed over the two answers: 2 log 2
-    assert float(loss_fn(out, batch, {})) == pytest.approx(2 * math.log(2))
+    assert float(loss_fn(out, batch, {}, multilabel=["answer"])) == pytest.approx(2 * math.log(2))
     out = {"answer": torch.tensor([[0.0, 0.0], [10.0, -10.0]])}
     batch = {"y_answer": torch.tensor([[0.5, 0.5], [1.0, 0.0]])}
     expected = (2 * math.log(2) + 2 * math.log1p(math.exp(-10))) / 2
-    assert float(loss_fn(out, batch, {})) == pytest.approx(expected, rel=1e-5)
+    assert float(loss_fn(out, batch, {}, multilabel=["answer"])) == pytest.approx(expected, rel=1e-5)
 
 
 def test_vqa_score_known_numbers() -> None:

@@ -140,23 +140,6 @@ def kill_stale_runs(uri: str, experiment_id: str, parent_run_id: str) -> None:
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m i2m2_ray.tracking upload OUTPUT_DIR``: log saved results to MLflow."""
-    import argparse
-
-    from i2m2_ray.pipeline import upload
-
-    p = argparse.ArgumentParser(prog="python -m i2m2_ray.tracking")
-    sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upload", help="upload a finished pipeline's saved results")
-    up.add_argument("output_dir")
-    up.add_argument("--tracking-uri", help=f"default: ${TRACKING_ENV}, else the output dir's sqlite store")
-    args = p.parse_args(argv)
-    parent = upload(args.output_dir, args.tracking_uri)
-    print(f"uploaded {args.output_dir} as parent run {parent}")
-    return 0
-
-
 def reachable(uri: str, timeout: float = 5.0) -> bool:
     """Whether the tracking store answers (an HTTP server's /health; local stores: yes)."""
     if not uri.startswith(("http://", "https://")):
@@ -229,7 +212,3 @@ class Tracker:
         except Exception as exc:  # any other MLflow/network error: keep training, say so once
             self._fail(f"{type(exc).__name__}: {str(exc)[:300]}")
             return None
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
