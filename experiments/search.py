@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from i2m2_ray.tuning import main as search_main
+from i2m2_ray.cli.search import main as search_main
 
 
 def main() -> None:

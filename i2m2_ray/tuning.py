@@ -32,14 +32,12 @@ Nothing here runs at import; :func:`main` is the command line (``experiments/sea
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -559,14 +557,6 @@ def trial_concurrency(requested: int, resources: Mapping[str, float], cfg: Exper
             )
         cap = min(cap, gpu_cap)
     return max(1, min(requested, cap, trials))
-
-
-def init_ray(address: str | None, cfg: ExperimentConfig, concurrency: int) -> None:
-    """Join a cluster or start a local Ray (see :func:`i2m2_ray.cli.init_ray`) sized for
-    ``concurrency`` trials."""
-    from i2m2_ray import cli
-
-    cli.init_ray(address, cfg, concurrent_models=concurrency)
 
 
 # --------------------------------------------------------------------------------------
@@ -1469,141 +1459,4 @@ def _summarise(
         total_epochs=total_epochs,
         importance=importance,
         artifacts=artifacts,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# Command line (experiments/search.py)
-# --------------------------------------------------------------------------------------
-
-
-def build_parser(experiment: str) -> argparse.ArgumentParser:
-    """The experiment scripts' options (data, config, placement...) plus the sweep's."""
-    from i2m2_ray.cli import build_parser as pipeline_parser
-    from i2m2_ray.data import DATASETS
-
-    p = pipeline_parser(experiment)
-    p.prog = "experiments/search.py"
-    p.description = (
-        "Hyper-parameter search over I2M2 on Ray Tune: Optuna (TPE) proposes, ASHA stops, "
-        "each trial trains with Ray Train; a parent MLflow run with a child run per trial."
-    )
-    p.add_argument("--experiment", default="fastmri", choices=sorted(DATASETS), help="dataset (default: fastmri)")
-    p.add_argument(
-        "--space",
-        help="search YAML (default: configs/search/<experiment>.yaml with --data-dir, else "
-        "configs/search/<experiment>_demo.yaml; configs/search/default.yaml if missing)",
-    )
-    p.add_argument("--trials", type=int, default=20, help="number of trials (default 20)")
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once, capped by the cluster (default 2)")
-    p.add_argument("--time-budget", type=float, help="stop the sweep after this many seconds")
-    p.add_argument("--name", help="sweep name (default: search-<experiment>); --resume continues it")
-    try:
-        p.add_argument("--resume", action="store_true")
-    except argparse.ArgumentError:
-        pass  # the shared parser has it: here it continues an interrupted sweep
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line, start or join Ray, run or resume the sweep, print the result."""
-    from i2m2_ray.cli import CONFIG_DIR, check_shared_storage, resolve_config
-    from i2m2_ray.data import DATASETS, DataError, dataset_module
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--experiment", default="fastmri")
-    experiment = pre.parse_known_args(argv)[0].experiment
-    if experiment not in DATASETS:
-        print(f"error: unknown experiment '{experiment}'; known: {sorted(DATASETS)}", file=sys.stderr)
-        return 2
-    args = build_parser(experiment).parse_args(argv)
-    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
-    name = args.name or f"search-{experiment}"
-    try:
-        if args.resume:
-            opts = load_sweep_options(out, name)
-            print(f"resuming sweep '{name}' from {opts.storage_path}/{name}", flush=True)
-        else:
-            if args.trials < 1 or args.max_concurrent < 1:
-                raise ConfigError("--trials and --max-concurrent must be >= 1")
-            search = load_search_file(args.space or default_search_file(experiment, bool(args.data_dir)))
-            if search.experiment not in (None, experiment):
-                raise ConfigError(f"{search.path} is a search space for '{search.experiment}', not '{experiment}'")
-            if args.config is None:
-                default = CONFIG_DIR / (f"{experiment}.yaml" if args.data_dir else f"{experiment}_demo.yaml")
-                args.config = str(search.base_config or default)
-            args.overrides = [*search.overrides, *args.overrides]
-            opts = SweepOptions(
-                experiment=experiment,
-                search=search,
-                base=resolve_config(experiment, args),
-                output_dir=out,
-                trials=args.trials,
-                max_concurrent=args.max_concurrent,
-                time_budget_s=args.time_budget,
-                name=name,
-                storage_path=args.storage_path,
-                data_dir=args.data_dir,
-                annotations=args.annotations,
-            )
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    import ray
-
-    init_ray(args.address, opts.base, opts.max_concurrent)
-    try:
-        # every node writes trial results and reads the components: shared storage on a cluster
-        check_shared_storage([_storage(opts), str(out)])
-        try:
-            prepared = dataset_module(experiment).load(opts.base, opts.data_dir, opts.annotations, out)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
-        try:
-            result = run_sweep(opts, prepared)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    finally:
-        ray.shutdown()
-    print_result(opts, result)
-    return 3 if result.interrupted else 0
-
-
-def print_result(opts: SweepOptions, result: SweepResult) -> None:
-    """The best configuration, its test metrics and the ranked table."""
-    from i2m2_ray.data import dataset_module
-
-    monitor = opts.base.train.monitor
-    columns = list(getattr(dataset_module(opts.experiment), "SUMMARY_COLUMNS", ("accuracy",)))
-    counts = {s: sum(r.status == s for r in result.rows) for s in ("completed", "stopped", "error", "unfinished")}
-    print(f"\nSweep '{opts.sweep_name}': {counts}; {result.total_epochs} training epochs in all")
-    if result.best is not None and result.best_plan is not None:
-        b = result.best
-        print(f"\nBest trial {b.trial_id} ({result.best_plan.paradigm}): val_{monitor} {b.score:.4f}")
-        print("  overrides: " + " ".join(result.best_plan.overrides))
-        print("  test:      " + "  ".join(f"{c} {b.test[c]:.4f}" for c in columns if c in b.test))
-        if "best_config" in result.artifacts:
-            print(f"  config:    {result.artifacts['best_config']}")
-    else:
-        print("\nNo trial completed.")
-    print("\nTrials, best first:")
-    print(ranking_table(result.rows, f"val_{monitor}", columns[:2]))
-    if result.importance:
-        print("\nParameter importance (fANOVA, completed trials):")
-        for k, v in result.importance.items():
-            print(f"  {k:40s} {v:.3f}")
-    if result.interrupted:
-        print("\nThe sweep was interrupted; continue it with --resume (same --output-dir and --name).")
-    if result.tracking_uri.startswith(("http://", "https://")):
-        print(f"\nMLflow:  open {result.tracking_uri} (experiment '{opts.experiment}-search')")
-    else:
-        print(f"\nMLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
-    print(
-        json.dumps({"parent_run_id": result.parent_run_id, "best_trial": result.best.trial_id if result.best else None})
     )

@@ -97,12 +97,12 @@ def test_ui_commands_in_docs_and_hints_bind_to_localhost() -> None:
     local Ray's dashboard is started on 127.0.0.1, and the cluster dashboard is reached
     through a tunnel (``ray dashboard`` / ``kubectl port-forward``) on 127.0.0.1."""
     texts = {p: p.read_text() for p in DOCS if p.is_file()}
-    texts.update({p: p.read_text() for p in (REPO / "i2m2_ray").glob("*.py")})
+    texts.update({p: p.read_text() for p in (REPO / "i2m2_ray").rglob("*.py")})
     ui_lines = [(p, line) for p, t in texts.items() for line in t.splitlines() if "mlflow ui" in line and "--" in line]
     assert ui_lines, "no mlflow ui command found in the docs"
     for path, line in ui_lines:
         assert "--host 127.0.0.1" in line, f"{path}: {line.strip()}"
-    cli = (REPO / "i2m2_ray" / "cli.py").read_text()
+    cli = (REPO / "i2m2_ray" / "cli" / "session.py").read_text()  # where the local Ray starts
     assert 'dashboard_host="127.0.0.1"' in cli and "0.0.0.0" not in cli
     walk = texts[CLUSTER / "README.md"]
     assert "ray dashboard cluster/" in walk and "kubectl port-forward" in walk
