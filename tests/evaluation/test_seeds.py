@@ -9,6 +9,7 @@ from scipy import stats
 
 from i2m2_ray.evaluation.seeds import compare_seeds, comparison_markdown
 
+
 def _seed(inter: float, intra: float, i2m2: float, inter_acc: float) -> dict[str, dict[str, float]]:
     return {
         "inter": {"auroc_mean": inter, "acc": inter_acc},
