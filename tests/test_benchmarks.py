@@ -34,13 +34,36 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     stdout = _run(["benchmarks/gpu_fastmri.py", "--tiny", "--out", str(out)], timeout=300)
     assert "I2M2 step / sum of expert steps" in stdout
+    assert "+torch.compile reduce-overhead: skipped (CUDA graphs need a CUDA device)" in stdout
     r = json.loads(out.read_text())
-    assert r["tiny"] and r["crop"] == 32
-    assert _positive(r["flops_per_sample"]) and _positive(r["fft_slices_per_s"])
-    names = [v["name"] for v in r["variants"]]
-    assert names == ["fp32", "bf16", "bf16+channels_last"]
-    for v in r["variants"]:
+    assert r["tiny"] and r["sizes"] == {"height": 32, "width": 18, "pad": 20, "crop": 16}
+    assert r["model"]["options"]["stem"] == "knee"
+    assert _positive(r["flops_per_sample"]) and _positive(r["transform_slices_per_s"])
+    check = r["transform_check"]  # the device transform against the numpy preprocessing
+    assert check["magnitude_max_abs_diff"] < 1e-4 and check["phase_max_abs_diff_mod_2"] < 1e-4
+    rows = r["variants"]
+    names = [v["name"] for v in rows]
+    assert names == [
+        "fp32",
+        "bf16",
+        "bf16+channels_last",
+        "+fused AdamW",
+        "+grouped magnitude/phase",
+        "+grouped all three",
+        "+k-space on the device",
+        "batch sweep (as k-space row)",
+        "batch sweep (as k-space row)",
+        "eager, fed from the host",
+    ]
+    for v in rows:
+        assert "error" not in v, v
         assert _positive(v["samples_per_s"]) and _positive(v["step_ms"]), v
+        assert v["data_wait_ms_per_step"] >= 0
+        assert math.isclose(v["lr"], 1e-6 * v["batch"] / 16), v  # product.lr at batch 16, scaled linearly
+    assert [v["batch"] for v in rows[6:9]] == [4, 2, 8] and all(v["kspace"] for v in rows[6:])
+    fed = rows[-1]
+    assert _positive(fed["fed_samples_per_s"]) and fed["fed_data_wait_ms_per_step"] >= 0
+    assert [s["name"] for s in r["skipped"]] == ["+torch.compile reduce-overhead"]
     assert set(r["experts"]) == {"unimodal_magnitude", "unimodal_phase", "inter", "i2m2"}
     assert _positive(r["i2m2_cost_ratio"])
 
