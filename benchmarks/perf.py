@@ -337,14 +337,13 @@ def plain_fit(cfg: ExperimentConfig, prepared: Any, arrays: dict[str, np.ndarray
 
 
 def prepared_dataset(name: str, cfg: ExperimentConfig, out_root: Path, size: str) -> Any:
-    from i2m2_ray.data import dataset_module
+    from i2m2_ray.data import get_dataset
 
-    module = dataset_module(name)
-    return module.load(cfg, None, None, out_root / "_samples" / f"{name}-{size}")
+    return get_dataset(name).load(cfg, out_root / "_samples" / f"{name}-{size}")
 
 
 def dataset_config(name: str, tiny: bool, epochs: int) -> ExperimentConfig:
-    from i2m2_ray.data import dataset_module
+    from i2m2_ray.cli.common import smoke_overrides
 
     common = [
         f"train.epochs={epochs}",
@@ -353,7 +352,7 @@ def dataset_config(name: str, tiny: bool, epochs: int) -> ExperimentConfig:
         "run.num_workers=1",
         "run.cpus_per_worker=1",
     ]
-    smoke = list(dataset_module(name).SMOKE_OVERRIDES) if tiny else []
+    smoke = smoke_overrides(name) if tiny else []  # configs/smoke/<name>.yaml
     return load_config(REPO / "configs" / f"{name}_demo.yaml", [*smoke, "product.init=scratch", *common])
 
 
@@ -362,14 +361,14 @@ def dataset_config(name: str, tiny: bool, epochs: int) -> ExperimentConfig:
 
 def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Ray Train + Ray Data vs a plain loop: same model, data, batch size, one worker."""
-    from i2m2_ray.data import DATASETS
+    from i2m2_ray.data import dataset_names
 
     start_ray()
     epochs = 2 if args.tiny else args.epochs
     rows, out = [], {}
     for name in args.datasets:
-        if name not in DATASETS:
-            print(f"{name}: not registered in i2m2_ray.data.DATASETS; skipped", flush=True)
+        if name not in dataset_names():
+            print(f"{name}: not a registered dataset; skipped", flush=True)
             continue
         try:
             res = _overhead_one(name, args, epochs)
@@ -588,8 +587,8 @@ def bench_cost(args: argparse.Namespace) -> dict[str, Any]:
     """Step time of I2M2 against the sum of its experts' step times (plain torch, 1 thread)."""
     import torch
 
-    from i2m2_ray.data.fastmri import LABELS, MODALITIES, build_encoder
-    from i2m2_ray.models import build_model
+    from i2m2_ray.data.fastmri import LABELS, MODALITIES
+    from i2m2_ray.models import build_model, encoder_factory
     from i2m2_ray.spec import TaskSpec
     from i2m2_ray.training.loop import StepSettings, train_epoch
 
@@ -602,6 +601,7 @@ def bench_cost(args: argparse.Namespace) -> dict[str, Any]:
     for size in sizes:
         cfg = fastmri_config(size)
         crop, bs = cfg.data.crop_size, cfg.train.batch_size
+        build_encoder = encoder_factory({"inputs": {m: [1, crop, crop] for m in MODALITIES}})  # the data's facts
         if size == "full":
             bs = args.full_batch  # a ResNet-18 step at 320x320 takes seconds per sample on one core
         g = torch.Generator().manual_seed(0)

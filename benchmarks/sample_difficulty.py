@@ -23,8 +23,9 @@ from sklearn.metrics import roc_auc_score
 
 from i2m2_ray.config import ModelConfig
 from i2m2_ray.data import fastmri_sample
-from i2m2_ray.data.fastmri import LABELS, build_encoder, image_to_modalities, kspace_to_image
+from i2m2_ray.data.fastmri import LABELS, MODALITIES, image_to_modalities, kspace_to_image
 from i2m2_ray.models.build import build_model
+from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.spec import TaskSpec
 
 HEIGHT, WIDTH, PAD, CROP = 128, 72, 80, 64  # the demo's sizes
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     train, val, test = (make_split(rng, n) for n in a.sizes)
     spec = TaskSpec(("magnitude", "phase"), {h: 2 for h in LABELS})
     cfg = ModelConfig(width=8, blocks=[1, 1, 1], groups=4)
+    build_encoder = encoder_factory({"inputs": {m: [1, CROP, CROP] for m in MODALITIES}})  # the data's facts
     result: dict[str, object] = {"cues": dict(fastmri_sample.CUES), "seed": a.seed}
     for paradigm in spec.paradigms():
         torch.manual_seed(a.seed)

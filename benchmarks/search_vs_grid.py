@@ -38,7 +38,7 @@ GRID: dict[str, list[Any]] = {
 def main() -> None:
     from i2m2_ray import tuning
     from i2m2_ray.config import load_config
-    from i2m2_ray.data import dataset_module
+    from i2m2_ray.data import get_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6, help="epochs per trial (product.epochs)")
@@ -75,12 +75,14 @@ def main() -> None:
 
     import ray
 
-    tuning.init_ray(None, base, args.max_concurrent)
+    from i2m2_ray.cli.session import init_ray
+
+    init_ray(None, base, concurrent_models=args.max_concurrent)
     results_file = out / "results.json"
     # arms run earlier into the same folder are kept (e.g. rerunning one arm)
     report: dict[str, dict[str, Any]] = json.loads(results_file.read_text()) if results_file.is_file() else {}
     try:
-        prepared = dataset_module("fastmri").load(base, None, None, out)
+        prepared = get_dataset("fastmri").load(base, out)  # base.data.data_dir is None: the sample
         print(f"data: {prepared.sizes} samples", flush=True)
         for strategy in args.arms:
             name = f"bench-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"

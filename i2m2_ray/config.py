@@ -145,6 +145,14 @@ class RunSettings:
 
 
 @dataclass
+class ReportConfig:
+    """What the end of a run reports: the test metrics of the comparison table (one column
+    each, in this order; the first is the experiment's main metric)."""
+
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "balanced_accuracy"])
+
+
+@dataclass
 class ExperimentConfig:
     experiment: str = "fastmri"
     data: DataConfig = field(default_factory=DataConfig)
@@ -152,6 +160,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     product: ProductConfig = field(default_factory=ProductConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # ``train`` keys that differ by model: a paradigm kind (unimodal, inter, intra, i2m2) or a
     # model name (unimodal_audio), the name winning, e.g. {unimodal: {lr: 0.01}}.
     per_paradigm: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -214,6 +223,10 @@ class ExperimentConfig:
             (
                 set(self.run.paradigms) <= set(PARADIGMS),
                 f"run.paradigms must be among {list(PARADIGMS)}, got {self.run.paradigms}",
+            ),
+            (
+                len(self.report.metrics) >= 1 and all(self.report.metrics),
+                f"report.metrics must name at least one metric, got {self.report.metrics}",
             ),
         ]
         for ok, message in checks:

@@ -96,6 +96,9 @@ class Pipeline:
         self.storage = storage_path or str(self.out / "ray_results")
         self.state = self._load_or_create_state(resume)
         self.tracker = tracking.Tracker(self.uri, f"{self.results_dir} and {self.out / 'summary.json'}")
+        self.stages = StageFitter(
+            cfg, prepared, self.out, storage_path=self.storage, run_suffix=self.state["id"], tracker=self.tracker
+        )
 
     def _load_or_create_state(self, resume: bool) -> dict[str, Any]:
         path = self.out / STATE_FILE
@@ -120,71 +123,6 @@ class Pipeline:
 
     def _save_state(self) -> None:
         (self.out / STATE_FILE).write_text(json.dumps(self.state, indent=2))
-
-    def _request(self, paradigm: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
-        return FitRequest.from_config(
-            self.cfg,
-            self.data,
-            paradigm,
-            storage_path=self.storage,
-            checkpoint_path=self.out / "checkpoints" / f"{paradigm}.pt",
-            run_name=f"{paradigm}-{self.state['id']}",
-            init_checkpoints=init,
-            tracking_uri=self.tracker.uri,
-            run_id=run_id,
-        )
-
-    def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:
-        """Test metrics, checkpoint and ROC plot of one model to its child run."""
-        record(self.tracker.call, self.out, run_id, res, history)
-
-    def fit_stage(
-        self, stage: str, names: list[str], exp_id: str | None, parent: str | None, init_for: dict[str, dict[str, str]]
-    ) -> dict[str, FitResult]:
-        """Fit ``names`` concurrently (reusing finished ones); every child run ends FINISHED
-        or FAILED."""
-        runs: dict[str, str | None] = {}
-        todo: dict[str, FitRequest] = {}
-        results: dict[str, FitResult] = {}
-        for name in names:
-            done = (self.results_dir / f"{name}.json").is_file()
-            tags = {"dataset": self.cfg.experiment, "paradigm": name, "stage": stage}
-            if done:
-                tags["reused"] = "true"  # finished before the driver was lost
-            runs[name] = None
-            if exp_id is not None:
-                runs[name] = self.tracker.call(
-                    tracking.start_run,
-                    exp_id,
-                    name,
-                    tags=tags,
-                    params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
-                    parent_run_id=parent,
-                )
-            if done:
-                print(f"{name}: finished earlier, reusing {self.results_dir / name}.json", flush=True)
-                results[name] = FitResult.load(self.results_dir, name)
-                self._record(runs[name], results[name], history=True)
-                self._end(runs[name], "FINISHED")
-                continue
-            todo[name] = self._request(name, runs[name], init_for.get(name, {}))
-        errors: list[str] = []
-        for name, res in fit_concurrently(todo):
-            if isinstance(res, Exception):
-                self._end(runs[name], "FAILED")
-                errors.append(f"{name}: {res}")
-                continue
-            res.save(self.results_dir)
-            self._record(runs[name], res, history=False)
-            self._end(runs[name], "FINISHED")
-            results[name] = res
-        if errors:
-            raise RuntimeError(f"stage '{stage}' failed: " + "; ".join(errors))
-        return results
-
-    def _end(self, run_id: str | None, status: str) -> None:
-        if run_id is not None:
-            self.tracker.call(tracking.end_run, run_id, status)
 
     def _start_parent(self) -> tuple[str | None, str | None]:
         cfg = self.cfg
@@ -216,14 +154,14 @@ class Pipeline:
         try:
             components, products = models_to_fit(cfg, self.data)
             print(f"stage 1: fitting {components} concurrently", flush=True)
-            results = self.fit_stage("components", components, exp_id, parent, {})
+            results = self.stages.fit("components", components, exp_id, parent, {})
             init_for: dict[str, dict[str, str]] = {}
             if cfg.product.init == "components":
                 for p in products:
                     init_for[p] = {e: results[component_paradigm(e)].checkpoint for e in self.data.spec.components(p)}
             if products:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
-                results.update(self.fit_stage("products", products, exp_id, parent, init_for))
+                results.update(self.stages.fit("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
             summary = {n: summary_entry(results[n]) for n in order}
             summary_path = self.out / "summary.json"
@@ -233,11 +171,123 @@ class Pipeline:
                     self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": v for k, v in m.items()})
                 self.tracker.call(tracking.log_metrics, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
                 self.tracker.call(tracking.log_artifact, parent, summary_path)
-                self._end(parent, "FINISHED")
+                self.stages.end(parent, "FINISHED")
         except BaseException:
-            self._end(parent, "FAILED")
+            self.stages.end(parent, "FAILED")
             raise
         return PipelineResult(summary, self.out, self.tracker.uri or "", parent or "")
+
+
+class StageFitter:
+    """Fits one stage's models concurrently into a folder and records them.
+
+    Each finished model leaves ``results/<model>.json`` (+ test predictions),
+    ``checkpoints/<model>.pt`` and ``plots/roc_<model>.png`` in ``folder``; a model already
+    in ``results/`` is reused, not fitted again. Ray Train runs are named
+    ``<model>-<run_suffix>`` under ``storage_path``: the same suffix continues an interrupted
+    run from its last epoch. Given an MLflow experiment and parent run, each model gets a
+    child run (epochs, test metrics, checkpoint, ROC plot), written through ``tracker``, so
+    a tracking failure never stops the fits.
+
+    The pipeline's two stages use it, and so do sweeps, for the components their trials
+    start from.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        prepared: PreparedData,
+        folder: str | Path,
+        *,
+        storage_path: str,
+        run_suffix: str,
+        tracker: tracking.Tracker,
+    ) -> None:
+        self.cfg = cfg
+        self.data = prepared
+        self.out = Path(folder).resolve()
+        self.results_dir = self.out / "results"
+        self.storage = storage_path
+        self.run_suffix = run_suffix
+        self.tracker = tracker
+
+    def finished(self, name: str) -> bool:
+        """Whether model ``name`` was fitted earlier (its results are in ``results/``)."""
+        return (self.results_dir / f"{name}.json").is_file()
+
+    def _request(self, paradigm: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
+        return FitRequest.from_config(
+            self.cfg,
+            self.data,
+            paradigm,
+            storage_path=self.storage,
+            checkpoint_path=self.out / "checkpoints" / f"{paradigm}.pt",
+            run_name=f"{paradigm}-{self.run_suffix}",
+            init_checkpoints=init,
+            tracking_uri=self.tracker.uri,
+            run_id=run_id,
+        )
+
+    def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:
+        """Test metrics, checkpoint and ROC plot of one model to its child run."""
+        record(self.tracker.call, self.out, run_id, res, history)
+
+    def fit(
+        self,
+        stage: str,
+        names: list[str],
+        exp_id: str | None,
+        parent: str | None,
+        init_for: dict[str, dict[str, str]],
+        reused_runs: bool = True,
+    ) -> dict[str, FitResult]:
+        """Fit ``names`` concurrently (reusing finished ones); every child run ends FINISHED
+        or FAILED. ``reused_runs``: whether a reused model gets a child run of its own (under
+        a new parent run, as a resumed pipeline's), or none (its run, under the same parent,
+        was recorded when it was fitted)."""
+        runs: dict[str, str | None] = {}
+        todo: dict[str, FitRequest] = {}
+        results: dict[str, FitResult] = {}
+        for name in names:
+            done = self.finished(name)
+            tags = {"dataset": self.cfg.experiment, "paradigm": name, "stage": stage}
+            if done:
+                tags["reused"] = "true"  # finished before the driver was lost
+            runs[name] = None
+            if exp_id is not None and (reused_runs or not done):
+                runs[name] = self.tracker.call(
+                    tracking.start_run,
+                    exp_id,
+                    name,
+                    tags=tags,
+                    params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
+                    parent_run_id=parent,
+                )
+            if done:
+                print(f"{name}: finished earlier, reusing {self.results_dir / name}.json", flush=True)
+                results[name] = FitResult.load(self.results_dir, name)
+                self._record(runs[name], results[name], history=True)
+                self.end(runs[name], "FINISHED")
+                continue
+            todo[name] = self._request(name, runs[name], init_for.get(name, {}))
+        errors: list[str] = []
+        for name, res in fit_concurrently(todo):
+            if isinstance(res, Exception):
+                self.end(runs[name], "FAILED")
+                errors.append(f"{name}: {res}")
+                continue
+            res.save(self.results_dir)
+            self._record(runs[name], res, history=False)
+            self.end(runs[name], "FINISHED")
+            results[name] = res
+        if errors:
+            raise RuntimeError(f"stage '{stage}' failed: " + "; ".join(errors))
+        return results
+
+    def end(self, run_id: str | None, status: str) -> None:
+        """End run ``run_id`` (nothing when there is none)."""
+        if run_id is not None:
+            self.tracker.call(tracking.end_run, run_id, status)
 
 
 def record(call: Any, out: Path, run_id: str | None, res: FitResult, history: bool) -> None:
@@ -293,6 +343,7 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
         tags={"dataset": cfg["experiment"], "stage": "pipeline", "uploaded": "true"},
         params=cfg,
     )
+
     def call(fn: Any, *args: Any) -> Any:
         return fn(uri, *args)
 

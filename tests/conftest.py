@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from i2m2_ray.data.fastmri import SMOKE_OVERRIDES
+from i2m2_ray.cli.common import smoke_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent  # the venv running the tests: its ray, mlflow, python
 
 TINY_SAMPLE = dict(volumes=14, slices=4, height=64, width=36, pad_width=40, crop=32, seed=0)
-# the entry points' --smoke-test settings: tiny crop, model and epochs
-TINY_OVERRIDES = list(SMOKE_OVERRIDES)
+# the entry points' --smoke-test settings (configs/smoke/fastmri.yaml): tiny crop, model and epochs
+TINY_OVERRIDES = smoke_overrides("fastmri")
 
 
 @pytest.fixture(scope="session")

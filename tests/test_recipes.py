@@ -14,6 +14,7 @@ from torch import nn
 
 from i2m2_ray.config import ExperimentConfig, load_config
 from i2m2_ray.models.build import build_model
+from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.spec import TaskSpec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -32,8 +33,7 @@ def build_all(cfg: ExperimentConfig, spec: TaskSpec, encoders: Callable[..., nn.
 
 
 def test_avmnist_models_have_the_recipes_sizes() -> None:
-    from i2m2_ray.data.avmnist import build_encoder
-
+    build_encoder = encoder_factory({"inputs": {"image": [1, 28, 28], "audio": [1, 112, 112]}})  # AV-MNIST's
     cfg = load_config(CONFIGS / "avmnist.yaml")
     spec = TaskSpec(("image", "audio"), {"digit": 10})
     models = build_all(cfg, spec, build_encoder)
@@ -87,8 +87,7 @@ def test_avmnist_config_is_the_recipes_optimisation() -> None:
     ("icd9_1", 2, {"unimodal_static": 692, "unimodal_timeseries": 18_947, "inter": 33_452}),
 ])  # fmt: skip
 def test_mimic_models_have_the_recipes_sizes(task: str, classes: int, sizes: dict[str, int]) -> None:
-    from i2m2_ray.data.mimic import build_encoder
-
+    build_encoder = encoder_factory({"inputs": {"static": [5], "timeseries": [24, 12]}})  # MIMIC's
     cfg = load_config(CONFIGS / "mimic.yaml", [f"data.options.task={task}"])
     spec = TaskSpec(("static", "timeseries"), {task: classes})
     models = build_all(cfg, spec, build_encoder)
@@ -128,9 +127,10 @@ def test_mimic_config_is_the_recipes_optimisation() -> None:
 
 
 def test_fastmri_knee_network_has_the_recipes_layers() -> None:
-    from i2m2_ray.data.fastmri import LABELS, build_encoder
+    from i2m2_ray.data.fastmri import LABELS
 
     cfg = load_config(CONFIGS / "fastmri.yaml")
+    build_encoder = encoder_factory({"inputs": {m: [1, 320, 320] for m in ("magnitude", "phase")}})  # fastMRI's
     spec = TaskSpec(("magnitude", "phase"), {h: 2 for h in LABELS})
     mag = build_model("unimodal_magnitude", spec, cfg.model, build_encoder)
     inter = build_model("inter", spec, cfg.model, build_encoder)
@@ -193,7 +193,7 @@ def test_vl_heads_are_linear_layernorm_gelu_linear(name: str, inputs: int, answe
 
 @pytest.mark.parametrize("name", ["vqa", "nlvr2"])
 def test_vl_configs_train_the_heads_of_frozen_backbones(name: str) -> None:
-    from i2m2_ray.data.arrow_vl import TINY_TRANSFORMER_OVERRIDES
+    from i2m2_ray.cli.common import smoke_overrides
     from i2m2_ray.models.transformers_experts import TransformersEncoders
 
     cfg = load_config(CONFIGS / f"{name}.yaml")
@@ -201,7 +201,7 @@ def test_vl_configs_train_the_heads_of_frozen_backbones(name: str) -> None:
     assert cfg.model.freeze_backbone
     assert (t.optimizer, t.betas, t.eps, t.weight_decay, t.schedule) == ("adamw", [0.9, 0.98], 1e-8, 0.01, "constant")
     # the same settings with tiny random backbones (nothing downloaded): only heads train
-    tiny = load_config(CONFIGS / f"{name}.yaml", [o for o in TINY_TRANSFORMER_OVERRIDES if o.startswith("model.")])
+    tiny = load_config(CONFIGS / f"{name}.yaml", [o for o in smoke_overrides(name) if o.startswith("model.")])
     assert tiny.model.freeze_backbone
     encoders = TransformersEncoders(vocab_size=50, image_size=32, num_images=2 if name == "nlvr2" else 1)
     model = build_model("i2m2", TaskSpec(("image", "text"), {"y": 2}), tiny.model, encoders)

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,72 @@ def test_a_tracking_error_other_than_a_lock_is_not_retried(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="no such table"):
         tracking.retry_locked(broken, wait_s=0.0)
     assert calls == [1]
+
+
+def test_runs_read_back_retagged_reopened_and_listed_under_their_parent(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.get_experiment_id(uri, "e", tmp_path / "art")
+    parent = tracking.start_run(uri, exp, "p", tags={"stage": "search"})
+    first = tracking.start_run(uri, exp, "a", tags={"trial_id": "t1"}, parent_run_id=parent)
+    time.sleep(0.01)  # distinct start times: children are listed oldest first
+    second = tracking.start_run(uri, exp, "b", tags={"trial_id": "t2"}, parent_run_id=parent)
+    tracking.start_run(uri, exp, "other", tags={})  # not a child
+
+    assert [r.run_id for r in tracking.child_runs(uri, exp, parent)] == [first, second]
+    assert tracking.child_runs(uri, exp, second) == []
+
+    tracking.set_tag(uri, first, "outcome", "interrupted")
+    tracking.end_run(uri, first, "KILLED")
+    info = tracking.get_run(uri, first)
+    assert info.run_id == first and info.experiment_id == exp and info.status == "KILLED"
+    assert info.tags["outcome"] == "interrupted" and info.tags[tracking.PARENT_TAG] == parent
+
+    tracking.reopen_run(uri, first)
+    tracking.delete_tag(uri, first, "outcome")
+    info = tracking.get_run(uri, first)
+    assert info.status == "RUNNING" and "outcome" not in info.tags and info.tags["trial_id"] == "t1"
+
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    tracking.log_artifact(uri, second, note, "notes")
+    from mlflow.tracking import MlflowClient
+
+    assert [a.path for a in MlflowClient(uri).list_artifacts(second, "notes")] == ["notes/note.txt"]
+
+
+def test_a_failing_epoch_logger_warns_once_then_stays_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The epoch logger uses the one guard (:class:`tracking.Tracker`): the first failure
+    is reported, later epochs are not logged and not reported again."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.get_experiment_id(uri, "e", tmp_path / "art")
+    run = tracking.start_run(uri, exp, "r", tags={})
+    log = tracking.epoch_logger(uri, run)
+    log({"epoch": 1, "val_auroc": 0.5}, 1)
+    assert capsys.readouterr().out == ""
+    missing = tracking.epoch_logger(uri, "0" * 32)  # no such run: every write fails
+    for step in (1, 2, 3):
+        missing({"val_auroc": 0.5}, step)
+    out = capsys.readouterr().out
+    assert out.count("WARNING: MLflow tracking failed") == 1 and "upload" in out
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(uri).get_metric_history(run, "val_auroc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5)]  # "epoch" is the step, not a metric
+    assert "epoch" not in MlflowClient(uri).get_run(run).data.metrics
+
+
+def test_a_guard_without_an_upload_hint_says_what_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = tracking.Tracker(uri, "/out/ray_results", work="the sweep", later=None, check_server=False)
+    exp = tracker.call(tracking.get_experiment_id, "e", tmp_path / "art")
+    run = tracker.call(tracking.start_run, exp, "r", tags={})
+    assert tracker.call(tracking.set_tag, run, "k", "v") is None and tracker.enabled
+    assert tracker.call(tracking.set_tag, "0" * 32, "k", "v") is None and not tracker.enabled
+    assert tracker.call(tracking.set_tag, run, "k2", "v") is None  # off: nothing written
+    assert tracking.get_run(uri, run).tags.get("k") == "v" and "k2" not in tracking.get_run(uri, run).tags
+    out = capsys.readouterr().out
+    assert out.count("MLflow tracking failed (set_tag") == 1
+    assert "the sweep goes on without it" in out and "/out/ray_results." in out and "upload" not in out
 
 
 def test_fit_result_round_trip(tmp_path: Path) -> None:

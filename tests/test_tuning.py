@@ -49,6 +49,17 @@ SPECS = {
 SEARCH_DIR = REPO / "configs" / "search"
 
 
+def facts_for(cfg: Any) -> dict[str, Any]:
+    """The input facts each dataset's data hand the encoder registry, for a (sampled) config."""
+    if cfg.experiment == "fastmri":
+        c = cfg.data.crop_size
+        return {"inputs": {"magnitude": [1, c, c], "phase": [1, c, c]}}
+    if cfg.experiment == "avmnist":
+        side = 112 // int(cfg.data.options.get("audio_pool", 1))
+        return {"inputs": {"image": [1, 28, 28], "audio": [1, side, side]}, "encoders": ["lenet"]}
+    return {"inputs": {"static": [5], "timeseries": [24, 12]}, "encoders": ["mlp_gru"]}
+
+
 def recipe_for(path: Path) -> TrialRecipe:
     sf = load_search_file(path)
     base = load_config(sf.base_config or REPO / "configs" / "fastmri_demo.yaml", sf.overrides)
@@ -88,18 +99,16 @@ def test_override_values_read_back_as_written(value: Any) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SEARCH_DIR.glob("*.yaml")))
 def test_every_shipped_space_samples_valid_configs(name: str) -> None:
-    from i2m2_ray.data import dataset_module
+    from i2m2_ray.models.registry import check_model
 
     recipe = recipe_for(SEARCH_DIR / f"{name}.yaml")
     check_space(recipe)
     spec = SPECS[recipe.base["experiment"]]
-    module = dataset_module(recipe.base["experiment"])
     for raw in samples(recipe, 40):
         plan = recipe.plan(raw)
         assert plan.paradigm in ("intra", "i2m2")
         assert plan.config.product.freeze != list(spec.components(plan.paradigm))  # something trains
-        if hasattr(module, "check_model"):  # the dataset accepts the sampled backbone
-            module.check_model(plan.config.model)
+        check_model(plan.config, spec, facts_for(plan.config))  # the sampled backbone can be built
         for name_, value in plan.values.items():
             if "." in name_ and name_.split(".")[0] in ("model", "data") and name_ != EXPERTS_KEY:
                 section, key = name_.split(".", 1)
@@ -299,6 +308,25 @@ def test_ranking_study_importance_and_history_plot(tmp_path: Path) -> None:
     assert importance["product.lr"] > importance["product.weight_decay"]
     assert files["optimization_history"].stat().st_size > 1000
     assert "product.lr" in files["param_importance"].read_text()
+
+
+def test_the_tuning_package_is_small_modules_that_import_light() -> None:
+    """Every module of the package stays readable in one sitting, and importing the package
+    (or its search space) loads neither Ray Tune, nor MLflow, nor torch."""
+    package = REPO / "i2m2_ray" / "tuning"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
+    assert {"space.py", "trial.py", "callback.py", "report.py", "sweep.py", "__init__.py"} <= set(sizes)
+    assert all(n < 600 for n in sizes.values()), sizes
+    for path in package.glob("*.py"):
+        source = path.read_text()
+        assert "import mlflow" not in source and "from mlflow" not in source and "MlflowClient" not in source, path
+        assert "from i2m2_ray.cli" not in source and "import i2m2_ray.cli" not in source, path
+    code = (
+        "import sys, i2m2_ray.tuning, i2m2_ray.tuning.space; "
+        "print(sorted(m for m in ('ray.tune', 'mlflow', 'torch') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,10 +532,11 @@ params:
 @pytest.mark.parametrize("experiment", ["avmnist", "mimic"])
 def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> None:
     """A 4-trial sweep on each of the other datasets' smoke-sized samples finishes and is
-    recorded: a parent run with one child per trial, each holding the dataset's objective."""
-    from i2m2_ray.data import dataset_module
+    recorded: a parent run with one child per trial, each holding the dataset's objective (and
+    one per component the trials start from)."""
+    from i2m2_ray.cli.common import smoke_overrides
 
-    smoke = [*dataset_module(experiment).SMOKE_OVERRIDES, "product.epochs=2"]
+    smoke = [*smoke_overrides(experiment), "product.epochs=2"]
     space = tmp_path / "space.yaml"
     space.write_text(
         OTHER_SPACE.format(
@@ -528,8 +557,18 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     exp = client.get_experiment_by_name(f"{experiment}-search")
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    under = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [r for r in under if r.data.tags.get("stage") == "trial"]
     assert len({c.data.tags["trial_id"] for c in children}) == 4
+    # the components, fitted once by the pipeline's stage 1, each a child run of the sweep
+    modalities = {"avmnist": ["image", "audio"], "mimic": ["static", "timeseries"]}[experiment]
+    components = [r for r in under if r.data.tags.get("stage") == "components"]
+    assert sorted(r.data.tags["paradigm"] for r in components) == sorted(
+        ["inter", *(f"unimodal_{m}" for m in modalities)]
+    )
+    assert all(r.info.status == "FINISHED" and "test_" + monitor in r.data.metrics for r in components)
+    assert (out / "search" / f"search-{experiment}" / "components" / "checkpoints" / "inter.pt").is_file()
+    assert any(k.startswith("components.inter.test_") for k in parent.data.metrics)  # also on the parent
     assert parent.info.status == "FINISHED" and "best_objective" in parent.data.metrics
     for c in children:
         assert "objective" in c.data.metrics and 0.0 <= c.data.metrics["objective"] <= 1.0

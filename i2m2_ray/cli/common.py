@@ -1,19 +1,43 @@
-"""The options every experiment script shares, and the config they resolve to."""
+"""The options every experiment script shares, the dataset's own flags, plugins, and the
+config they resolve to."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from i2m2_ray.config import ExperimentConfig, load_config
-from i2m2_ray.data import dataset_module
+import yaml
+
+from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
+from i2m2_ray.data import PLUGINS_ENV, Flag, dataset_names, get_dataset, load_plugins
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
-DEFAULT_COLUMNS = ["accuracy", "balanced_accuracy"]
+SMOKE_DIR = CONFIG_DIR / "smoke"  # <experiment>.yaml: what --smoke-test merges over the config
 
 
-def build_parser(experiment: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"experiments/{experiment}.py", description=f"I2M2 pipeline on {experiment}")
+def build_parser(
+    experiment: str, choose_experiment: bool = False, dataset_flags: bool = True
+) -> argparse.ArgumentParser:
+    """The experiment script's options: the shared ones, then the dataset's flags.
+
+    ``choose_experiment``: the generic script (``experiments/run.py``), which takes the
+    dataset from ``--experiment``.
+    """
+    script = "run.py" if choose_experiment else f"{experiment}.py"
+    p = argparse.ArgumentParser(prog=f"experiments/{script}", description=f"I2M2 pipeline on {experiment}")
+    if choose_experiment:
+        p.add_argument("--experiment", required=True, choices=dataset_names(), help="the dataset")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=f"import MODULE first: the datasets it registers can be run (repeatable; also ${PLUGINS_ENV})",
+    )
     p.add_argument("--data-dir", help="folder of real data; omitted: a generated sample is written and used")
     p.add_argument("--annotations", help="labels folder (fastMRI+: the Annotations folder)")
     p.add_argument(
@@ -36,24 +60,104 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
         "--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results"
     )
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny data and model, 1-2 epochs")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help=f"tiny data and model, 1-2 epochs: configs/smoke/{experiment}.yaml merged over the config",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run in the same --output-dir: finished models are reused",
     )
-    module = dataset_module(experiment)
-    if hasattr(module, "add_arguments"):  # dataset-specific flags (e.g. MIMIC's --task)
-        module.add_arguments(p)
+    for flag in get_dataset(experiment).flags if dataset_flags else ():
+        add_flag(p, flag, experiment)
     return p
 
 
+def add_flag(parser: argparse.ArgumentParser, flag: Flag, experiment: str) -> None:
+    """A dataset's declared :class:`~i2m2_ray.data.Flag` as an argparse option."""
+    kwargs: dict[str, Any] = {"help": f"{flag.help} (sets {flag.config_key})".strip()}
+    if flag.switch:
+        kwargs.update(action="store_true", default=False)
+    else:
+        kwargs.update(default=None, choices=list(flag.choices) if flag.choices is not None else None)
+    try:
+        parser.add_argument(flag.name, dest=flag_dest(flag), **kwargs)
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"dataset '{experiment}' declares flag {flag.name}, which clashes: {exc}") from None
+
+
+def flag_dest(flag: Flag) -> str:
+    return flag.name.lstrip("-").replace("-", "_")
+
+
+def flag_overrides(experiment: str, args: argparse.Namespace) -> list[str]:
+    """Config overrides for the dataset's flags given on the command line (``--task
+    icd9_1`` -> ``data.options.task=icd9_1``, ``train.monitor=auprc``)."""
+    out: list[str] = []
+    for flag in get_dataset(experiment).flags:
+        out += flag.overrides(getattr(args, flag_dest(flag), None))
+    return out
+
+
+def default_config(experiment: str, data_dir: str | None) -> Path:
+    """``configs/<experiment>.yaml`` for real data, ``configs/<experiment>_demo.yaml`` for the sample."""
+    return CONFIG_DIR / (f"{experiment}.yaml" if data_dir else f"{experiment}_demo.yaml")
+
+
+def smoke_file(experiment: str, config: str | Path | None = None) -> Path | None:
+    """The ``--smoke-test`` settings of ``experiment``: ``smoke/<experiment>.yaml`` beside the
+    chosen config, else ``configs/smoke/<experiment>.yaml``; None when neither exists."""
+    candidates = [Path(config).resolve().parent / "smoke"] if config is not None else []
+    for folder in [*candidates, SMOKE_DIR]:
+        path = folder / f"{experiment}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def smoke_overrides(experiment: str, config: str | Path | None = None) -> list[str]:
+    """The smoke settings as ``key=value`` overrides (one per leaf, so they merge over the
+    config key by key, as the file's mappings do)."""
+    path = smoke_file(experiment, config)
+    if path is None:
+        return []
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return _as_overrides(loaded)
+
+
+def _as_overrides(node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            out += _as_overrides(value, f"{prefix}{key}.")
+        else:  # a YAML flow value reads back as written (parse_override uses yaml.safe_load)
+            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).removesuffix("...\n").strip()
+            out.append(f"{prefix}{key}={text}")
+    return out
+
+
 def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfig:
-    path = args.config or CONFIG_DIR / (f"{experiment}.yaml" if args.data_dir else f"{experiment}_demo.yaml")
-    module = dataset_module(experiment)
-    overrides = list(module.SMOKE_OVERRIDES) if args.smoke_test else []
-    if hasattr(module, "argument_overrides"):  # dataset flags -> config keys
-        overrides += list(module.argument_overrides(args))
+    """The config file (``--config`` or the default), then the smoke settings, the dataset's
+    flags, ``--set`` and the placement options; ``--data-dir`` / ``--annotations`` go to
+    ``data.data_dir`` / ``data.annotations``."""
+    path = Path(args.config) if args.config else default_config(experiment, args.data_dir)
+    overrides: list[str] = []
+    if args.smoke_test:
+        overrides += smoke_overrides(experiment, path)
+        if smoke_file(experiment, path) is None:
+            print(
+                f"note: no smoke settings for '{experiment}' (configs/smoke/{experiment}.yaml); "
+                f"--smoke-test runs {path} as it is",
+                file=sys.stderr,
+            )
+    overrides += flag_overrides(experiment, args)
     overrides += list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"run.num_workers={args.num_workers}")
@@ -61,4 +165,28 @@ def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfi
         overrides.append(f"run.seed={args.seed}")
     if args.use_gpu:
         overrides.append("run.use_gpu=true")
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    if args.data_dir is not None:
+        cfg.data.data_dir = args.data_dir
+    if args.annotations is not None:
+        cfg.data.annotations = args.annotations
+    return cfg
+
+
+def preparse(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``--experiment`` and ``--plugin`` of a command line, before the full parser (which
+    needs the dataset's flags) is built."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--experiment")
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(list(argv))
+    return known.experiment, list(known.plugin)
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the ``--plugin`` modules (and, at the first lookup, ``$I2M2_PLUGINS``'s). As
+    with ``python -m``, the current directory is searched too (last), so a module beside
+    the command can be named; Ray workers started from here search it as well."""
+    if (modules or os.environ.get(PLUGINS_ENV)) and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    load_plugins(modules)

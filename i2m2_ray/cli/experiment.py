@@ -1,4 +1,5 @@
-"""``experiments/<name>.py``: prepare the data, run the pipeline, print the comparison."""
+"""``experiments/<name>.py`` and ``experiments/run.py``: prepare the data, check the model
+config against it, run the pipeline, print the comparison."""
 
 from __future__ import annotations
 
@@ -7,23 +8,36 @@ import logging
 import sys
 from pathlib import Path
 
-from i2m2_ray.cli.common import DEFAULT_COLUMNS, build_parser, resolve_config
+from i2m2_ray.cli.common import build_parser, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
-from i2m2_ray.data import DataError, dataset_module
+from i2m2_ray.data import DataError, get_dataset
 
 
-def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
+def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int:
+    """Run one experiment's pipeline; ``experiment`` None: the one ``--experiment`` names
+    (``experiments/run.py``, where ``--plugin`` modules may register it). Exit status: 0
+    done, 2 bad config or data."""
+    from i2m2_ray.models.registry import check_model
     from i2m2_ray.pipeline import Pipeline, PipelineError, comparison_table
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser(experiment).parse_args(argv)
-    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    generic = experiment is None
     try:
+        named, plugins = preparse(argv)
+        import_plugins(plugins)
+        if experiment is None and named is None:  # usage (or --help) listing the registered names
+            build_parser("NAME", choose_experiment=True, dataset_flags=False).parse_args(argv)
+        experiment = experiment or named
+        assert experiment is not None  # argparse exits without --experiment
+        dataset = get_dataset(experiment)
+        args = build_parser(experiment, choose_experiment=generic).parse_args(argv)
         cfg = resolve_config(experiment, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
     import ray
 
     init_ray(args.address, cfg, concurrent_models=3)  # stage 1: two unimodal experts + inter
@@ -36,8 +50,10 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
             shared.append(str(out))
         check_shared_storage(shared)
         try:
-            prepared = dataset_module(experiment).load(cfg, args.data_dir, args.annotations, out)
-        except DataError as exc:
+            prepared = dataset.load(cfg, out)
+            # the model section against the data's inputs, for every model to fit
+            check_model(cfg, prepared.spec, prepared.info)
+        except (DataError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
@@ -49,9 +65,8 @@ def run_experiment(experiment: str, argv: list[str] | None = None) -> int:
         result = pipeline.run()
     finally:
         ray.shutdown()
-    cols = list(getattr(dataset_module(experiment), "SUMMARY_COLUMNS", DEFAULT_COLUMNS))
     print("\nTest metrics per paradigm:")
-    print(comparison_table(result.summary, cols))
+    print(comparison_table(result.summary, cfg.report.metrics))
     print(f"\nsummary: {out / 'summary.json'}")
     if result.tracking_uri.startswith(("http://", "https://")):
         print(f"MLflow:  open {result.tracking_uri} (experiment '{cfg.experiment}')")

@@ -10,14 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from i2m2_ray.cli.common import CONFIG_DIR, resolve_config
+from i2m2_ray.cli.common import CONFIG_DIR, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.common import build_parser as pipeline_parser
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
 from i2m2_ray.tuning import (
     SweepOptions,
     SweepResult,
-    _storage,
     default_search_file,
     load_search_file,
     load_sweep_options,
@@ -28,7 +27,7 @@ from i2m2_ray.tuning import (
 
 def build_parser(experiment: str) -> argparse.ArgumentParser:
     """The experiment scripts' options (data, config, placement...) plus the sweep's."""
-    from i2m2_ray.data import DATASETS
+    from i2m2_ray.data import dataset_names
 
     p = pipeline_parser(experiment)
     p.prog = "experiments/search.py"
@@ -36,7 +35,7 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
         "Hyper-parameter search over I2M2 on Ray Tune: Optuna (TPE) proposes, ASHA stops, "
         "each trial trains with Ray Train; a parent MLflow run with a child run per trial."
     )
-    p.add_argument("--experiment", default="fastmri", choices=sorted(DATASETS), help="dataset (default: fastmri)")
+    p.add_argument("--experiment", default="fastmri", choices=dataset_names(), help="dataset (default: fastmri)")
     p.add_argument(
         "--space",
         help="search YAML (default: configs/search/<experiment>.yaml with --data-dir, else "
@@ -55,15 +54,15 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, start or join Ray, run or resume the sweep, print the result."""
-    from i2m2_ray.data import DATASETS, DataError, dataset_module
+    from i2m2_ray.data import DataError, dataset_names, get_dataset
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--experiment", default="fastmri")
-    experiment = pre.parse_known_args(argv)[0].experiment
-    if experiment not in DATASETS:
-        print(f"error: unknown experiment '{experiment}'; known: {sorted(DATASETS)}", file=sys.stderr)
+    experiment, plugins = preparse(argv)
+    experiment = experiment or "fastmri"
+    import_plugins(plugins)
+    if experiment not in dataset_names():
+        print(f"error: unknown experiment '{experiment}'; known: {dataset_names()}", file=sys.stderr)
         return 2
     args = build_parser(experiment).parse_args(argv)
     out = Path(args.output_dir or Path("outputs") / experiment).resolve()
@@ -104,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_ray(args.address, opts.base, concurrent_models=opts.max_concurrent)
     try:
         # every node writes trial results and reads the components: shared storage on a cluster
-        check_shared_storage([_storage(opts), str(out)])
+        check_shared_storage([opts.storage, str(out)])
         try:
-            prepared = dataset_module(experiment).load(opts.base, opts.data_dir, opts.annotations, out)
+            prepared = get_dataset(experiment).load(opts.base, out)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -124,10 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_result(opts: SweepOptions, result: SweepResult) -> None:
     """The best configuration, its test metrics and the ranked table."""
-    from i2m2_ray.data import dataset_module
-
     monitor = opts.base.train.monitor
-    columns = list(getattr(dataset_module(opts.experiment), "SUMMARY_COLUMNS", ("accuracy",)))
+    columns = list(opts.base.report.metrics)
     counts = {s: sum(r.status == s for r in result.rows) for s in ("completed", "stopped", "error", "unfinished")}
     print(f"\nSweep '{opts.sweep_name}': {counts}; {result.total_epochs} training epochs in all")
     if result.best is not None and result.best_plan is not None:

@@ -1,34 +1,59 @@
-"""Dataset modules: real-format readers, Ray Data pipelines and sample generators.
+"""Datasets: real-format readers, Ray Data pipelines and sample generators, one module each.
 
-Each module exposes ``load(cfg, data_dir, annotations, work_dir) -> PreparedData`` (real
-data from ``data_dir``, or a generated sample written once under ``work_dir`` when it is
-None), ``SMOKE_OVERRIDES`` (config overrides for ``--smoke-test``) and ``SUMMARY_COLUMNS``
-(metrics of the final table); optionally ``add_arguments(parser)`` and
-``argument_overrides(args) -> list[str]`` for dataset-specific flags. :data:`DATASETS`
-maps an experiment name to its module; adding a dataset adds a module, encoders and a
-config, nothing in the core.
+**The contract** (:mod:`i2m2_ray.data.base`). A dataset is a class implementing
+:class:`Dataset`, registered under its experiment name::
+
+    @register_dataset("avmnist")
+    class AVMNIST(Dataset):
+        flags = (Flag("--task", "data.options.task", choices=(...), implies={...}),)  # optional
+
+        def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData: ...
+
+``load`` reads ``cfg.data.data_dir`` / ``cfg.data.annotations`` (the command line's
+``--data-dir`` / ``--annotations``), or writes a generated sample once under ``work_dir``
+when ``data_dir`` is None, and returns :class:`PreparedData`: the task spec, lazy Ray
+Datasets per split, class counts, sizes, and in ``info`` the input facts the encoders are
+built from (``info["inputs"]``: modality -> shape of one sample; see
+:data:`i2m2_ray.data.base.FACTS`). Datasets build no model and parse no arguments:
+
+* encoders come from :mod:`i2m2_ray.models.registry`, chosen by ``model.encoder``, which
+  also checks the ``model`` section against the facts before any training starts;
+* dataset-specific command-line options are declared as :class:`Flag` data, which the
+  experiment scripts turn into ``argparse`` options;
+* ``--smoke-test`` settings are ``configs/smoke/<name>.yaml``; the metrics of the final
+  table are the config's ``report.metrics``.
+
+**Lookup**: :func:`get_dataset` finds the five built-ins (imported on first use), datasets
+registered by importing a plugin module (``--plugin MODULE`` of ``experiments/run.py``, or
+``I2M2_PLUGINS=mod1,mod2``), and those installed packages declare in the entry-point group
+``i2m2_ray.datasets``. Adding a dataset is a module and a config, nothing in the core:
+``docs/adding-a-dataset.md``.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from i2m2_ray.data.base import FACTS, DataError, Dataset, Flag, PreparedData
+from i2m2_ray.data.registry import (
+    BUILTINS,
+    ENTRY_POINT_GROUP,
+    PLUGINS_ENV,
+    dataset_names,
+    get_dataset,
+    load_plugins,
+    register_dataset,
+)
 
-from i2m2_ray.data.base import DataError, PreparedData
-
-DATASETS = {
-    "fastmri": "i2m2_ray.data.fastmri",
-    "avmnist": "i2m2_ray.data.avmnist",
-    "mimic": "i2m2_ray.data.mimic",
-    "vqa": "i2m2_ray.data.vqa",
-    "nlvr2": "i2m2_ray.data.nlvr2",
-}
-
-
-def dataset_module(name: str) -> ModuleType:
-    if name not in DATASETS:
-        raise ValueError(f"unknown experiment '{name}'; known: {sorted(DATASETS)}")
-    return importlib.import_module(DATASETS[name])
-
-
-__all__ = ["DATASETS", "DataError", "PreparedData", "dataset_module"]
+__all__ = [
+    "BUILTINS",
+    "ENTRY_POINT_GROUP",
+    "FACTS",
+    "PLUGINS_ENV",
+    "DataError",
+    "Dataset",
+    "Flag",
+    "PreparedData",
+    "dataset_names",
+    "get_dataset",
+    "load_plugins",
+    "register_dataset",
+]

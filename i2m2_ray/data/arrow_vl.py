@@ -191,21 +191,3 @@ def write_arrow(path: str | Path, table: pa.Table) -> Path:
     with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return out
-
-
-# The tiny image/text/vision-language backbones and one epoch per stage used by
-# ``--smoke-test`` of every Arrow vision-language dataset (each adds its own sample size).
-TINY_TRANSFORMER_OVERRIDES = (
-    "data.options.image_size=16",
-    "data.options.max_text_length=12",
-    "model.options.text={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
-    "model.options.image={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
-    " patch_size: 8}",
-    "model.options.inter={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
-    " patch_size: 8}",
-    "model.head_hidden=16",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "product.epochs=1",
-    "product.init=components",
-)

@@ -15,9 +15,10 @@ labels. Splits are fixed, as in the public code: train = the first 55/60 of the 
 not used.
 
 Modalities: ``image`` ``(1, 28, 28)`` and ``audio`` ``(1, 112, 112)``, both scaled by 1/255
-(float32); one label head ``digit`` (10 classes). Encoders: a LeNet per modality; the two
-inputs differ in shape, so the inter expert fuses late (``model.inter_fusion: concat`` or
-``lrtf``).
+(float32); one label head ``digit`` (10 classes). The facts for the encoders
+(``info["inputs"]``) give both shapes, and ``info["encoders"]`` = ``["lenet"]``, the
+recipe's: a LeNet per modality (``model.encoder: lenet``); the two inputs differ in shape,
+so the inter expert fuses late (``model.inter_fusion: concat`` or ``lrtf``).
 
 Only labels are read on the driver. An index (row number, digit) per split becomes a Ray
 Dataset; ``map_batches`` reads the rows from the memory-mapped ``.npy`` files, checks and
@@ -33,13 +34,12 @@ sample.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrays import (
     NUMERIC_KINDS,
     check_array,
@@ -52,16 +52,15 @@ from i2m2_ray.data.arrays import (
 )
 from i2m2_ray.data.base import (
     DataError,
+    Dataset,
     PreparedData,
     index_dataset,
     label_column,
     quiet_data_context,
     shuffle_seed,
 )
+from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
-
-if TYPE_CHECKING:
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -179,44 +178,11 @@ def options(cfg: ExperimentConfig) -> dict[str, Any]:
     return opts
 
 
-def check_model(cfg: ModelConfig) -> None:
-    """The encoders this dataset can build, checked before any training starts."""
-    if cfg.encoder != "lenet":
-        raise DataError(f"model.encoder={cfg.encoder!r} is not available for avmnist; use 'lenet'")
-    if cfg.inter_fusion == "early":
-        raise DataError(
-            "model.inter_fusion=early stacks the modalities as channels, but AV-MNIST's image (1x28x28) and "
-            "audio (1x112x112) differ in shape; use late fusion: model.inter_fusion=concat or lrtf"
-        )
-    if len(cfg.blocks) != len(MODALITIES) or min(cfg.blocks) < 1:
-        raise DataError(f"model.blocks must list the LeNet stages of [image, audio], e.g. [4, 6]; got {cfg.blocks}")
-
-
-def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
-    """LeNet for one modality: ``(batch, 1, H, W)`` -> ``(batch, width * 2**(stages-1))``.
-
-    Stages per modality come from ``cfg.blocks`` (``[image, audio]``), channels from
-    ``cfg.width`` (the recipe: 3 for the unimodal experts, 6 for the inter expert's LeNets
-    through ``model.inter_expert``); there is no early-fusion encoder (the modalities differ
-    in shape).
-    """
-    from i2m2_ray.models.encoders import LeNet  # torch: imported by trainers only
-
-    if len(modalities) != 1 or modalities[0] not in MODALITIES:
-        raise ValueError(
-            f"avmnist builds one LeNet per modality (one of {list(MODALITIES)}), got {list(modalities)}; "
-            "set model.inter_fusion to concat or lrtf"
-        )
-    stages = cfg.blocks[MODALITIES.index(modalities[0])]
-    return LeNet(in_channels=1, width=cfg.width, layers=stages)
-
-
 def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
     """Check the files, cut the fixed splits and build the Ray Datasets."""
     import ray.data
 
     opts = options(cfg)
-    check_model(cfg.model)
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: data directory not found (expected the MultiBench AV-MNIST folder)")
@@ -248,54 +214,50 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
         )
     counts = np.bincount(train_digits[:n_train], minlength=CLASSES)
     side = AUDIO_SIDE // opts["audio_pool"]
-    info = {"train_file_rows": len(train_digits), "audio_shape": [1, side, side]}
+    info = {
+        "train_file_rows": len(train_digits),
+        "inputs": {"image": list(IMAGE_SHAPE), "audio": [1, side, side]},
+        "encoders": ["lenet"],
+    }
     log.info("AV-MNIST: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {HEAD: CLASSES}),
         datasets=datasets,
-        encoders=build_encoder,
         class_counts={HEAD: [int(c) for c in counts]},
         sizes={s: len(r) for s, r in rows.items()},
         info=info,
     )
 
 
-# Columns of the comparison table printed at the end of a run.
-SUMMARY_COLUMNS = ("accuracy", "f1_macro")
-
 SAMPLE_VERSION = 2  # bump when the generator changes, so stale samples are rewritten
 
-# Overrides applied by ``--smoke-test``: a tiny sample and model, one epoch per stage.
-SMOKE_OVERRIDES = (
-    "data.sample={train: 240, test: 80, seed: 0}",
-    "data.options={audio_pool: 4}",
-    "model.width=4",
-    "model.blocks=[1, 1]",
-    "model.head_hidden=8",
-    "train.epochs=1",
-    "train.batch_size=40",
-    "product.epochs=1",
-)
 
+@register_dataset("avmnist")
+class AVMNIST(Dataset):
+    """AV-MNIST: the MultiBench folder in ``data.data_dir``, or the generated sample."""
 
-def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
-    """Prepare real data from ``data_dir``, or write (once) and prepare the generated sample
-    under ``work_dir/sample_data``."""
-    from i2m2_ray.data.avmnist_sample import write_sample
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData:
+        """Prepare real data from ``data.data_dir``, or write (once) and prepare the generated
+        sample under ``work_dir/sample_data``."""
+        from i2m2_ray.data.avmnist_sample import write_sample
 
-    if annotations is not None:
-        raise DataError("--annotations is not used by avmnist (labels are the {train,test}_labels.npy files)")
-    if data_dir is None:
-        s = dict(cfg.data.sample)
-        sample_dir = Path(work_dir) / "sample_data"
-        marker = sample_dir / "sample.json"
-        wanted = {**s, "generator": SAMPLE_VERSION}
-        if not marker_matches(marker, wanted):
-            sample_dir.mkdir(parents=True, exist_ok=True)
-            marker.unlink(missing_ok=True)
-            write_sample(
-                sample_dir, train=int(s.get("train", 6000)), test=int(s.get("test", 1500)), seed=int(s.get("seed", 0))
-            )
-            write_marker(marker, wanted)
-        data_dir = str(sample_dir)
-    return prepare(cfg, data_dir)
+        data_dir = cfg.data.data_dir
+        if cfg.data.annotations is not None:
+            raise DataError("--annotations is not used by avmnist (labels are the {train,test}_labels.npy files)")
+        if data_dir is None:
+            s = dict(cfg.data.sample)
+            sample_dir = Path(work_dir) / "sample_data"
+            marker = sample_dir / "sample.json"
+            wanted = {**s, "generator": SAMPLE_VERSION}
+            if not marker_matches(marker, wanted):
+                sample_dir.mkdir(parents=True, exist_ok=True)
+                marker.unlink(missing_ok=True)
+                write_sample(
+                    sample_dir,
+                    train=int(s.get("train", 6000)),
+                    test=int(s.get("test", 1500)),
+                    seed=int(s.get("seed", 0)),
+                )
+                write_marker(marker, wanted)
+            data_dir = str(sample_dir)
+        return prepare(cfg, data_dir)

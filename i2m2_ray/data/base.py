@@ -1,20 +1,48 @@
-"""What every dataset module hands the training code: a task spec and Ray Datasets."""
+"""The dataset contract: what a dataset is (:class:`Dataset`), the command-line flags it
+declares (:class:`Flag`), what it hands the training code (:class:`PreparedData`: a task
+spec, Ray Datasets and the input facts the encoders are built from), and helpers every
+dataset shares (an index read in ``map_batches``, the per-epoch shuffle).
+
+A dataset never builds a model: it says what its inputs are (``PreparedData.info``, see
+:data:`FACTS`), and :mod:`i2m2_ray.models.registry` builds the encoder ``model.encoder``
+names from those facts.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from i2m2_ray.spec import TaskSpec, label_column
 
-__all__ = ["DataError", "PreparedData", "index_dataset", "label_column", "quiet_data_context", "shuffle_seed"]
+__all__ = [
+    "FACTS",
+    "DataError",
+    "Dataset",
+    "Flag",
+    "PreparedData",
+    "index_dataset",
+    "label_column",
+    "quiet_data_context",
+    "shuffle_seed",
+]
 
 if TYPE_CHECKING:
     import ray.data
 
-    from i2m2_ray.models.build import EncoderFactory
+    from i2m2_ray.config import ExperimentConfig
 
 SPLITS = ("train", "val", "test")
+
+# Keys of ``PreparedData.info`` that the encoders are built from (the rest is for logging).
+FACTS = {
+    "inputs": "modality -> the shape of one sample's array, e.g. {'image': [1, 28, 28], 'text': [40]} (required)",
+    "encoders": "the model.encoder names the dataset is meant for; others are refused (absent: any that fits)",
+    "vocab_size": "text: the tokeniser's vocabulary size (the transformers encoder)",
+    "pad_token_id": "text: the padding token id, masked out (the transformers encoder)",
+}
 
 
 class DataError(ValueError):
@@ -27,21 +55,72 @@ class PreparedData:
 
     Attributes:
         spec: modality names and label heads.
-        datasets: ``train``/``val``/``test`` Ray Datasets; each row holds one array per
-            modality and one ``y_<head>`` integer per head. Lazy: nothing is read until a
-            trainer iterates them.
-        encoders: builds the dataset's encoder for a list of modalities.
+        datasets: ``train``/``val``/``test`` Ray Datasets (plus any ``test_<name>`` set,
+            scored like ``test``); each row holds one array per modality and one
+            ``y_<head>`` label per head. Lazy: nothing is read until a trainer iterates them.
         class_counts: head -> per-class counts on the training split (for loss weights).
         sizes: split -> number of samples.
-        info: counts worth logging (skipped volumes, ...).
+        info: the input facts the encoders are built from (:data:`FACTS`: ``inputs``, and
+            ``encoders``, ``vocab_size``, ``pad_token_id`` where they apply) and counts
+            worth logging (skipped volumes, ...); small, JSON-like values only.
     """
 
     spec: TaskSpec
     datasets: dict[str, ray.data.Dataset]
-    encoders: EncoderFactory
     class_counts: dict[str, list[int]]
     sizes: dict[str, int]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A dataset-specific command-line option, declared as data: the experiment scripts turn
+    it into an ``argparse`` option that sets one config key.
+
+    Attributes:
+        name: the option, e.g. ``"--task"``.
+        config_key: the key it sets, e.g. ``"data.options.task"``.
+        choices: the values it takes (``None``: any value, read as YAML like ``--set``).
+        help: the option's help text.
+        implies: value -> more ``key=value`` overrides that value brings, e.g.
+            ``{"icd9_1": ["train.monitor=auprc"]}``.
+        switch: an option without a value (``--trust-pickle``) that sets ``config_key`` to true.
+    """
+
+    name: str
+    config_key: str
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+    implies: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    switch: bool = False
+
+    def overrides(self, value: Any) -> list[str]:
+        """The config overrides for the value given on the command line (``None``: not given)."""
+        if value is None or value is False:
+            return []
+        if self.switch:
+            return [f"{self.config_key}=true"]
+        return [f"{self.config_key}={value}", *self.implies.get(str(value), ())]
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """What a dataset implements: one class per dataset, registered under its experiment name
+    with :func:`i2m2_ray.data.register_dataset`.
+
+    ``load`` reads real data from ``cfg.data.data_dir`` (and ``cfg.data.annotations`` where
+    labels live apart), or, when ``data_dir`` is None, writes a generated sample once under
+    ``work_dir`` and reads that. It checks the files and ``data.*`` settings (raising
+    :class:`DataError` naming file, field and expectation), builds the lazy Ray Datasets and
+    puts the input facts (:data:`FACTS`) in ``info``. It builds no model.
+
+    ``flags`` are the dataset's own command-line options (:class:`Flag`).
+    """
+
+    name: ClassVar[str] = ""
+    flags: ClassVar[tuple[Flag, ...]] = ()
+
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData: ...
 
 
 def quiet_data_context(deterministic: bool = True) -> None:

@@ -11,6 +11,9 @@ Real layout (see ``docs`` and ../shared/reference/method.md):
 Only a small index (file, slice, labels) is built on the driver; k-space is read and turned
 into magnitude and phase inside a Ray Data ``map_batches`` stage, slice batches streaming
 to the training workers.
+
+Modalities ``magnitude`` and ``phase``, ``(1, crop, crop)`` each (``info["inputs"]``); the
+recipe's encoder is the PreAct-ResNet knee network (``model.encoder: preact_resnet``).
 """
 
 from __future__ import annotations
@@ -27,20 +30,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.fft
 
-from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.base import (
     DataError,
+    Dataset,
     PreparedData,
     index_dataset,
     label_column,
     quiet_data_context,
     shuffle_seed,
 )
+from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
 
 if TYPE_CHECKING:
     import ray.data
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -313,45 +317,7 @@ def build_index(
     return rows, dict(info)
 
 
-# model.options of the fastMRI encoder, with the knee network's values as defaults
-MODEL_OPTIONS: dict[str, Any] = {"stem": "knee", "pool_size": 10, "final_norm": False}
 SPLIT_SEED = 0  # the public code's random_state
-
-
-def model_options(cfg: ModelConfig) -> dict[str, Any]:
-    """``model.options`` with defaults; unknown keys and bad values are errors."""
-    from i2m2_ray.models.encoders import STEMS
-
-    unknown = sorted(set(cfg.options) - set(MODEL_OPTIONS))
-    if unknown:
-        raise DataError(f"unknown model.options key(s) {unknown} for fastmri; known: {sorted(MODEL_OPTIONS)}")
-    opts = {**MODEL_OPTIONS, **cfg.options}
-    if opts["stem"] not in STEMS:
-        raise DataError(f"model.options.stem must be one of {', '.join(STEMS)}, got {opts['stem']!r}")
-    size = opts["pool_size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise DataError(f"model.options.pool_size must be a positive integer, got {size!r}")
-    if not isinstance(opts["final_norm"], bool):
-        raise DataError(f"model.options.final_norm must be true or false, got {opts['final_norm']!r}")
-    return opts
-
-
-def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
-    """Pre-activation ResNet (GroupNorm) over the modalities stacked as channels; the knee
-    network of the recipe unless ``model.options`` says otherwise (``stem``, ``pool_size``,
-    ``final_norm``)."""
-    from i2m2_ray.models.encoders import PreActResNet  # torch: imported by trainers only
-
-    opts = model_options(cfg)
-    return PreActResNet(
-        in_channels=len(modalities),
-        width=cfg.width,
-        blocks=cfg.blocks,
-        groups=cfg.groups,
-        stem=opts["stem"],
-        pool_size=opts["pool_size"],
-        final_norm=opts["final_norm"],
-    )
 
 
 def volume_split(volumes: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
@@ -402,7 +368,6 @@ def slice_dataset(
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | Path) -> PreparedData:
     """Index, split by volume and build the streaming Ray Datasets."""
     rows, info = build_index(cfg, Path(data_dir), Path(annotations_dir))
-    model_options(cfg.model)
     volumes = sorted({r["volume"] for r in rows})
     split_seed = SPLIT_SEED if cfg.data.split_seed is None else cfg.data.split_seed
     try:
@@ -428,61 +393,50 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
     counts = {h: [sum(1 for r in train if r[label_column(h)] == c) for c in (0, 1)] for h in LABELS}
     info.update({f"{k}_volumes": len(v) for k, v in split.items()})
     info["split_seed"] = split_seed
+    info["inputs"] = {m: [1, cfg.data.crop_size, cfg.data.crop_size] for m in MODALITIES}
     log.info("fastMRI index: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {h: 2 for h in LABELS}),
         datasets=datasets,
-        encoders=build_encoder,
         class_counts=counts,
         sizes=sizes,
         info=info,
     )
 
 
-# Columns of the comparison table printed at the end of a run.
-SUMMARY_COLUMNS = ("auroc_mean", "balanced_accuracy_mean", *(f"auroc_{h}" for h in LABELS))
-
-# Overrides applied by ``--smoke-test``: a tiny sample and model, a couple of epochs.
 SAMPLE_VERSION = 5  # bump when the generator changes, so stale samples are rewritten
 
-SMOKE_OVERRIDES = (
-    "data.crop_size=32",
-    "data.pad_width=40",
-    "data.sample={volumes: 14, slices: 4, height: 64, width: 36, seed: 0}",
-    "model.width=4",
-    "model.blocks=[1]",
-    "model.groups=2",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "product.epochs=1",
-    "product.init=components",  # the smoke run exercises fine-tuning from fitted components
-)
 
+@register_dataset("fastmri")
+class FastMRI(Dataset):
+    """fastMRI knee volumes in ``data.data_dir`` with the fastMRI+ ``data.annotations``
+    folder, or the generated sample."""
 
-def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
-    """Prepare real data, or write (once) and prepare the generated sample."""
-    from i2m2_ray.data.fastmri_sample import write_sample
-
-    if data_dir is None:
-        s = dict(cfg.data.sample)
-        sample_dir = work_dir / "sample_data"
-        marker = sample_dir / "sample.json"
-        wanted = {**s, "pad_width": cfg.data.pad_width, "crop": cfg.data.crop_size, "generator": SAMPLE_VERSION}
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData:
+        """Prepare real data, or write (once) and prepare the generated sample."""
         import json
 
-        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-            write_sample(
-                sample_dir,
-                volumes=int(s.get("volumes", 40)),
-                slices=int(s.get("slices", 8)),
-                height=int(s.get("height", 640)),
-                width=int(s.get("width", 368)),
-                pad_width=cfg.data.pad_width,
-                crop=cfg.data.crop_size,
-                seed=int(s.get("seed", 0)),
-            )
-            marker.write_text(json.dumps(wanted))
-        data_dir, annotations = str(sample_dir / "knee"), str(sample_dir / "Annotations")
-    if annotations is None:
-        raise DataError("--annotations is required with --data-dir (the fastMRI+ Annotations folder)")
-    return prepare(cfg, data_dir, annotations)
+        from i2m2_ray.data.fastmri_sample import write_sample
+
+        data_dir, annotations = cfg.data.data_dir, cfg.data.annotations
+        if data_dir is None:
+            s = dict(cfg.data.sample)
+            sample_dir = Path(work_dir) / "sample_data"
+            marker = sample_dir / "sample.json"
+            wanted = {**s, "pad_width": cfg.data.pad_width, "crop": cfg.data.crop_size, "generator": SAMPLE_VERSION}
+            if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+                write_sample(
+                    sample_dir,
+                    volumes=int(s.get("volumes", 40)),
+                    slices=int(s.get("slices", 8)),
+                    height=int(s.get("height", 640)),
+                    width=int(s.get("width", 368)),
+                    pad_width=cfg.data.pad_width,
+                    crop=cfg.data.crop_size,
+                    seed=int(s.get("seed", 0)),
+                )
+                marker.write_text(json.dumps(wanted))
+            data_dir, annotations = str(sample_dir / "knee"), str(sample_dir / "Annotations")
+        if annotations is None:
+            raise DataError("--annotations is required with --data-dir (the fastMRI+ Annotations folder)")
+        return prepare(cfg, data_dir, annotations)

@@ -35,12 +35,14 @@ used): Python's ``random.seed(10)`` then ``random.shuffle`` of the N rows; valid
 first ``N // 10`` of that order, test = the next ones up to ``N // 5``, train = the rest
 (``data.split_seed`` changes the 10).
 
-Modalities: ``static`` ``(5,)`` (MLP ``5 -> model.hidden``, the last layer linear) and
-``timeseries`` ``(24, 12)`` (GRU with ``model.width`` hidden units, read out by
-``model.options.series_readout``: ``linear`` = a per-step ``Linear(width,
-readout_features)`` flattened (the public unimodal expert), ``flatten`` = every step's state
-(its inter expert), ``last`` = the last state); the inter expert fuses late (``concat`` or
-``lrtf``).
+Modalities: ``static`` ``(5,)`` and ``timeseries`` ``(24, 12)`` (``info["inputs"]``), for
+the recipe's encoders (``info["encoders"]`` = ``["mlp_gru"]``): an MLP ``5 -> model.hidden``
+(the last layer linear) and a GRU with ``model.width`` hidden units, read out by
+``model.options.series_readout`` (``linear`` = a per-step ``Linear(width,
+readout_features)`` flattened, the public unimodal expert; ``flatten`` = every step's state,
+its inter expert; ``last`` = the last state); the inter expert fuses late (``concat`` or
+``lrtf``). ``--task`` and ``--trust-pickle`` are this dataset's command-line flags
+(:attr:`MIMIC.flags`).
 The cleaned arrays are written once as ``.npy`` files under ``<output-dir>/cache/mimic``;
 Ray Data reads rows from them (memory-mapped) and applies the z-scores in ``map_batches``.
 """
@@ -52,13 +54,13 @@ import logging
 import pickle
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from i2m2_ray.config import ExperimentConfig, ModelConfig
+from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrays import (
     FLAG_KINDS,
     NUMERIC_KINDS,
@@ -74,16 +76,16 @@ from i2m2_ray.data.arrays import (
 )
 from i2m2_ray.data.base import (
     DataError,
+    Dataset,
+    Flag,
     PreparedData,
     index_dataset,
     label_column,
     quiet_data_context,
     shuffle_seed,
 )
+from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
-
-if TYPE_CHECKING:
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,6 @@ TASKS = {"mortality": 6, "icd9_1": 2, "icd9_7": 2}  # task -> classes (the head 
 MONITOR = {"mortality": "accuracy", "icd9_1": "auprc", "icd9_7": "auprc"}
 OPTIONS: dict[str, Any] = {"task": "mortality", "trust_pickle": False, "zscore": "all"}
 ZSCORE = ("all", "train")
-MODEL_OPTIONS: dict[str, Any] = {"series_readout": "linear", "readout_features": 15}
 SPLIT_SEED = 10
 SOURCE_NAMES = ("im.npz", "im.pk")
 CACHE_VERSION = 1
@@ -311,58 +312,6 @@ def options(cfg: ExperimentConfig) -> dict[str, Any]:
     return opts
 
 
-def model_options(cfg: ModelConfig) -> dict[str, Any]:
-    """``model.options`` with defaults; unknown keys and bad values are errors."""
-    unknown = sorted(set(cfg.options) - set(MODEL_OPTIONS))
-    if unknown:
-        raise DataError(f"unknown model.options key(s) {unknown} for mimic; known: {sorted(MODEL_OPTIONS)}")
-    opts = {**MODEL_OPTIONS, **cfg.options}
-    from i2m2_ray.models.encoders import READOUTS
-
-    if opts["series_readout"] not in READOUTS:
-        raise DataError(
-            f"model.options.series_readout must be one of {', '.join(READOUTS)}, got {opts['series_readout']!r}"
-        )
-    k = opts["readout_features"]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise DataError(f"model.options.readout_features must be a positive integer, got {k!r}")
-    return opts
-
-
-def check_model(cfg: ModelConfig) -> None:
-    if cfg.encoder != "mlp_gru":
-        raise DataError(f"model.encoder={cfg.encoder!r} is not available for mimic; use 'mlp_gru'")
-    if cfg.inter_fusion == "early":
-        raise DataError(
-            "model.inter_fusion=early stacks the modalities as channels, but MIMIC's static (5) and time-series "
-            "(24x12) inputs differ in shape; use late fusion: model.inter_fusion=concat or lrtf"
-        )
-    model_options(cfg)
-    model_options(cfg.for_expert("inter"))
-
-
-def build_encoder(modalities: Sequence[str], cfg: ModelConfig) -> nn.Module:
-    """``static``: MLP ``(batch, 5)`` -> ``(batch, hidden[-1])`` (last layer linear);
-    ``timeseries``: GRU ``(batch, 24, 12)`` read out by ``model.options.series_readout``."""
-    from i2m2_ray.models.encoders import GRUEncoder, MLPEncoder  # torch: imported by trainers only
-
-    if list(modalities) == ["static"]:
-        return MLPEncoder(STATIC_FEATURES, hidden=cfg.hidden, dropout=cfg.dropout, activate_last=False)
-    if list(modalities) == ["timeseries"]:
-        opts = model_options(cfg)
-        return GRUEncoder(
-            SERIES_FEATURES,
-            hidden=cfg.width,
-            readout=opts["series_readout"],
-            steps=HOURS,
-            readout_features=opts["readout_features"],
-        )
-    raise ValueError(
-        f"mimic builds one encoder per modality (one of {list(MODALITIES)}), got {list(modalities)}; "
-        "set model.inter_fusion to concat or lrtf"
-    )
-
-
 def write_cache(source: Path, cache_dir: Path, trust_pickle: bool) -> dict[str, Any]:
     """Read and check the source once; keep cleaned ``static.npy`` / ``timeseries.npy`` and
     the label arrays under ``cache_dir``. Returns the arrays' paths (reused while the source
@@ -391,7 +340,6 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
     import ray.data
 
     opts = options(cfg)
-    check_model(cfg.model)
     task = str(opts["task"])
     source = resolve_source(data_dir)
     files = write_cache(source, Path(work_dir) / "cache" / "mimic", bool(opts["trust_pickle"]))
@@ -423,86 +371,69 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
         "samples": len(labels),
         "split_seed": split_seed,
         "zscore": opts["zscore"],
+        "inputs": {"static": [STATIC_FEATURES], "timeseries": [HOURS, SERIES_FEATURES]},
+        "encoders": ["mlp_gru"],
     }
     log.info("MIMIC: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {task: TASKS[task]}),
         datasets=datasets,
-        encoders=build_encoder,
         class_counts={task: [int(c) for c in counts]},
         sizes={name: len(r) for name, r in rows.items()},
         info=info,
     )
 
 
-# ---- command line hooks and the generated sample -------------------------------------
-
-# Columns of the comparison table: mortality is scored by accuracy, balanced accuracy and
-# macro AUROC, ICD-9 by AUROC and AUPRC (undefined columns print as nan).
-SUMMARY_COLUMNS = ("accuracy", "balanced_accuracy", "auroc", "auprc")
+# ---- the dataset ---------------------------------------------------------------------
 
 SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
 
-# Overrides applied by ``--smoke-test``: a tiny sample and model, one epoch per stage.
-SMOKE_OVERRIDES = (
-    "data.sample={samples: 300, seed: 0}",
-    "model.width=8",
-    "model.hidden=[8]",
-    "model.head_hidden=8",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "product.epochs=1",
-)
 
+@register_dataset("mimic")
+class MIMIC(Dataset):
+    """MIMIC-III: ``im.npz`` / ``im.pk`` in ``data.data_dir``, or the generated sample."""
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--task`` and ``--trust-pickle`` on the experiment's command line."""
-    parser.add_argument(
-        "--task",
-        choices=sorted(TASKS),
-        help="mortality (6 classes), icd9_1 or icd9_7 (binary); default: the config's data.options.task",
-    )
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        default=False,
-        help="allow reading a pickle (im.pk): loading a pickle can run code, use only files you trust",
+    flags = (
+        Flag(
+            "--task",
+            "data.options.task",
+            choices=tuple(sorted(TASKS)),
+            help="mortality (6 classes), icd9_1 or icd9_7 (binary); default: the config's data.options.task",
+            # the recipe's model selection goes with the task
+            implies={task: (f"train.monitor={metric}",) for task, metric in MONITOR.items()},
+        ),
+        Flag(
+            "--trust-pickle",
+            "data.options.trust_pickle",
+            switch=True,
+            help="allow reading a pickle (im.pk): loading a pickle can run code, use only files you trust",
+        ),
     )
 
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData:
+        """Prepare real data from ``data.data_dir``, or write (once) the generated sample under
+        ``work_dir/sample_data`` (an ``im.pk`` in the real format, converted to ``im.npz``)
+        and prepare that."""
+        from i2m2_ray.data.mimic_sample import write_sample
 
-def argument_overrides(args: argparse.Namespace) -> list[str]:
-    """Config overrides for the flags of :func:`add_arguments` (``--task`` also picks the
-    monitored metric: balanced accuracy for mortality, AUROC for ICD-9)."""
-    out: list[str] = []
-    task = getattr(args, "task", None)
-    if task:
-        out += [f"data.options.task={task}", f"train.monitor={MONITOR[task]}"]
-    if getattr(args, "trust_pickle", False):
-        out.append("data.options.trust_pickle=true")
-    return out
-
-
-def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
-    """Prepare real data from ``data_dir``, or write (once) the generated sample under
-    ``work_dir/sample_data`` (an ``im.pk`` in the real format, converted to ``im.npz``) and
-    prepare that."""
-    from i2m2_ray.data.mimic_sample import write_sample
-
-    if annotations is not None:
-        raise DataError("--annotations is not used by mimic (the labels are inside im.pk)")
-    if data_dir is None:
-        s = dict(cfg.data.sample)
-        sample_dir = Path(work_dir) / "sample_data"
-        marker = sample_dir / "sample.json"
-        wanted = {**s, "generator": SAMPLE_VERSION}
-        if not marker_matches(marker, wanted):
-            sample_dir.mkdir(parents=True, exist_ok=True)
-            marker.unlink(missing_ok=True)
-            pk = write_sample(sample_dir / "im.pk", samples=int(s.get("samples", 10000)), seed=int(s.get("seed", 0)))
-            convert(pk, sample_dir / "im.npz", trust_pickle=True)  # written just now, by us
-            write_marker(marker, wanted)
-        data_dir = str(sample_dir / "im.npz")
-    return prepare(cfg, data_dir, work_dir)
+        data_dir = cfg.data.data_dir
+        if cfg.data.annotations is not None:
+            raise DataError("--annotations is not used by mimic (the labels are inside im.pk)")
+        if data_dir is None:
+            s = dict(cfg.data.sample)
+            sample_dir = Path(work_dir) / "sample_data"
+            marker = sample_dir / "sample.json"
+            wanted = {**s, "generator": SAMPLE_VERSION}
+            if not marker_matches(marker, wanted):
+                sample_dir.mkdir(parents=True, exist_ok=True)
+                marker.unlink(missing_ok=True)
+                pk = write_sample(
+                    sample_dir / "im.pk", samples=int(s.get("samples", 10000)), seed=int(s.get("seed", 0))
+                )
+                convert(pk, sample_dir / "im.npz", trust_pickle=True)  # written just now, by us
+                write_marker(marker, wanted)
+            data_dir = str(sample_dir / "im.npz")
+        return prepare(cfg, data_dir, work_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

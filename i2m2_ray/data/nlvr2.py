@@ -12,7 +12,8 @@ Target: one 2-way head ``label`` (0 = false, 1 = true); metric: accuracy. Modali
 ``image`` ``(2, 3, S, S)`` float32 in [-1, 1] (the pair, left then right) and ``text``
 ``(L,)`` int64 token ids, decoded and tokenised in ``map_batches``. The image expert reads
 both images with one ViT; the inter expert runs ViLT on the sentence with each image (token
-types 1 and 2) and classifies the two pooled outputs together.
+types 1 and 2) and classifies the two pooled outputs together (the facts in ``info``:
+``inputs``, the tokeniser's ``vocab_size`` and ``pad_token_id``, ``encoders``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import numpy as np
 
 from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrow_vl import (
-    TINY_TRANSFORMER_OVERRIDES,
     ArrowRows,
     TextTokenizer,
     as_list,
@@ -37,12 +37,14 @@ from i2m2_ray.data.arrow_vl import (
 )
 from i2m2_ray.data.base import (
     DataError,
+    Dataset,
     PreparedData,
     index_dataset,
     label_column,
     quiet_data_context,
     shuffle_seed,
 )
+from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -138,8 +140,6 @@ class NLVR2Preprocessor:
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> PreparedData:
     import ray.data
 
-    from i2m2_ray.models.transformers_experts import TransformersEncoders
-
     opts = options(cfg)
     stems: Mapping[str, str] = {**DEFAULT_FILES, **dict(opts["files"] or {})}
     unknown = sorted(set(stems) - set(DEFAULT_FILES))
@@ -173,46 +173,44 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         )
     train_labels = [p["label"] for p in pairs["train"]]
     counts = {HEAD: [train_labels.count(0), train_labels.count(1)]}
-    info = {"vocab_size": tokenizer.vocab_size, "train_true": counts[HEAD][1]}
-    encoders = TransformersEncoders(
-        vocab_size=tokenizer.vocab_size,
-        image_size=int(opts["image_size"]),
-        num_images=2,
-        max_text_length=int(opts["max_text_length"]),
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    size = int(opts["image_size"])
+    info = {
+        "vocab_size": tokenizer.vocab_size,
+        "train_true": counts[HEAD][1],
+        "pad_token_id": tokenizer.pad_token_id,
+        "inputs": {"image": [2, 3, size, size], "text": [int(opts["max_text_length"])]},
+        "encoders": ["transformers"],
+    }
     log.info("NLVR2: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {HEAD: 2}),
         datasets=datasets,
-        encoders=encoders,
         class_counts=counts,
         sizes=sizes,
         info=info,
     )
 
 
-SUMMARY_COLUMNS = ("accuracy", "balanced_accuracy", "auroc")
-
 SAMPLE_VERSION = 1
 
-SMOKE_OVERRIDES = (
-    "data.sample={train: 60, val: 20, test: 20, seed: 0}",
-    *TINY_TRANSFORMER_OVERRIDES,
-)
 
+@register_dataset("nlvr2")
+class NLVR2(Dataset):
+    """NLVR2: Arrow files in ``data.data_dir``, or the generated sample."""
 
-def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
-    """Prepare real Arrow files from ``data_dir``, or write (once) and prepare the sample."""
-    from i2m2_ray.data.nlvr2_sample import write_sample
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData:
+        """Prepare real Arrow files from ``data.data_dir``, or write (once) and prepare the
+        generated sample. ``data.annotations`` is not used (the answers are in the Arrow files)."""
+        from i2m2_ray.data.nlvr2_sample import write_sample
 
-    if data_dir is None:
-        s = dict(cfg.data.sample)
-        sample_dir = work_dir / "sample_data"
-        marker = sample_dir / "sample.json"
-        wanted = {**s, "generator": SAMPLE_VERSION}
-        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-            write_sample(sample_dir, **s)
-            marker.write_text(json.dumps(wanted))
-        data_dir = str(sample_dir)
-    return prepare(cfg, data_dir, work_dir)
+        data_dir = cfg.data.data_dir
+        if data_dir is None:
+            s = dict(cfg.data.sample)
+            sample_dir = Path(work_dir) / "sample_data"
+            marker = sample_dir / "sample.json"
+            wanted = {**s, "generator": SAMPLE_VERSION}
+            if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+                write_sample(sample_dir, **s)
+                marker.write_text(json.dumps(wanted))
+            data_dir = str(sample_dir)
+        return prepare(cfg, data_dir, Path(work_dir))

@@ -22,7 +22,8 @@ scores; loss: binary cross-entropy per answer; the product of experts is taken p
 (:func:`i2m2_ray.models.experts.binary_product_of_experts`); metric: ``vqa_score``.
 
 Modalities: ``image`` ``(3, S, S)`` float32 in [-1, 1] and ``text`` ``(L,)`` int64 token
-ids, decoded and tokenised in ``map_batches``.
+ids, decoded and tokenised in ``map_batches``. The facts for the encoders: ``info["inputs"]``,
+the tokeniser's ``vocab_size`` and ``pad_token_id``, and ``encoders`` = ``["transformers"]``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import numpy as np
 
 from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrow_vl import (
-    TINY_TRANSFORMER_OVERRIDES,
     ArrowRows,
     TextTokenizer,
     as_list,
@@ -47,12 +47,14 @@ from i2m2_ray.data.arrow_vl import (
 )
 from i2m2_ray.data.base import (
     DataError,
+    Dataset,
     PreparedData,
     index_dataset,
     label_column,
     quiet_data_context,
     shuffle_seed,
 )
+from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -208,8 +210,6 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     streaming Ray Datasets (``train``, ``val``, ``test`` = IID, ``test_ood_<set>``)."""
     import ray.data
 
-    from i2m2_ray.models.transformers_experts import TransformersEncoders
-
     opts = options(cfg)
     paths = file_paths(data_dir, opts)
     questions = {name: read_questions(p) for name, p in paths.items()}
@@ -225,7 +225,14 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     tokenizer = make_tokenizer(
         opts["tokenizer"], (q["question"] for q in questions["train"]), work_dir, int(opts["max_text_length"])
     )
-    info: dict[str, Any] = {"answers": len(vocab), "vocab_size": tokenizer.vocab_size}
+    size, length = int(opts["image_size"]), int(opts["max_text_length"])
+    info: dict[str, Any] = {
+        "answers": len(vocab),
+        "vocab_size": tokenizer.vocab_size,
+        "pad_token_id": tokenizer.pad_token_id,
+        "inputs": {"image": [3, size, size], "text": [length]},
+        "encoders": ["transformers"],
+    }
     quiet_data_context(cfg.run.deterministic)
     prep = VQAPreprocessor(tokenizer, int(opts["image_size"]), len(vocab))
     datasets: dict[str, ray.data.Dataset] = {}
@@ -249,46 +256,36 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
             shuffle_seed=shuffle_seed(cfg) if key == "train" else None,
             cache=bool(opts["cache"]),
         )
-    encoders = TransformersEncoders(
-        vocab_size=tokenizer.vocab_size,
-        image_size=int(opts["image_size"]),
-        num_images=1,
-        max_text_length=int(opts["max_text_length"]),
-        pad_token_id=tokenizer.pad_token_id,
-    )
     log.info("VQA-VS: %s", info)
     return PreparedData(
         spec=TaskSpec(MODALITIES, {HEAD: len(vocab)}, multilabel=(HEAD,)),
         datasets=datasets,
-        encoders=encoders,
         class_counts={},
         sizes=sizes,
         info=info,
     )
 
 
-SUMMARY_COLUMNS = ("vqa_score", "ood_mean_vqa_score", *(f"ood_{k}_vqa_score" for k in ("qt", "ko", "qt_kw_ko")))
-
 SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
 
-SMOKE_OVERRIDES = (
-    "data.sample={train: 60, val: 20, test: 20, ood: 8, seed: 0}",
-    *TINY_TRANSFORMER_OVERRIDES,
-)
 
+@register_dataset("vqa")
+class VQAVS(Dataset):
+    """VQA-VS: Arrow files in ``data.data_dir``, or the generated sample."""
 
-def load(cfg: ExperimentConfig, data_dir: str | None, annotations: str | None, work_dir: Path) -> PreparedData:
-    """Prepare real Arrow files from ``data_dir``, or write (once) and prepare the sample.
-    ``annotations`` is not used (the answers are in the Arrow files)."""
-    from i2m2_ray.data.vqa_sample import write_sample
+    def load(self, cfg: ExperimentConfig, work_dir: Path) -> PreparedData:
+        """Prepare real Arrow files from ``data.data_dir``, or write (once) and prepare the
+        generated sample. ``data.annotations`` is not used (the answers are in the Arrow files)."""
+        from i2m2_ray.data.vqa_sample import write_sample
 
-    if data_dir is None:
-        s = dict(cfg.data.sample)
-        sample_dir = work_dir / "sample_data"
-        marker = sample_dir / "sample.json"
-        wanted = {**s, "generator": SAMPLE_VERSION}
-        if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-            write_sample(sample_dir, **{k: v for k, v in s.items() if k != "generator"})
-            marker.write_text(json.dumps(wanted))
-        data_dir = str(sample_dir)
-    return prepare(cfg, data_dir, work_dir)
+        data_dir = cfg.data.data_dir
+        if data_dir is None:
+            s = dict(cfg.data.sample)
+            sample_dir = Path(work_dir) / "sample_data"
+            marker = sample_dir / "sample.json"
+            wanted = {**s, "generator": SAMPLE_VERSION}
+            if not marker.is_file() or json.loads(marker.read_text()) != wanted:
+                write_sample(sample_dir, **{k: v for k, v in s.items() if k != "generator"})
+                marker.write_text(json.dumps(wanted))
+            data_dir = str(sample_dir)
+        return prepare(cfg, data_dir, Path(work_dir))

@@ -1,4 +1,4 @@
-"""MLflow tracking: one parent run per pipeline, one child run per model.
+"""MLflow tracking: one parent run per pipeline or sweep, one child run per model or trial.
 
 Everything goes through ``MlflowClient`` with explicit run ids, so runs can be written from
 the driver, from concurrent fit tasks and from rank-0 training workers alike. Every run that
@@ -11,6 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,21 +104,10 @@ def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int =
 def epoch_logger(uri: str, run_id: str) -> Callable[[Mapping[str, float], int], None]:
     """A callable that logs one epoch's metrics to ``run_id``; after a failure it warns once
     and stops logging (the epochs stay in the training result's history)."""
-    limit_retries()
-    alive = [True]
+    tracker = Tracker(uri, "the model's results", later="its epochs can be uploaded later", check_server=False)
 
     def log(metrics: Mapping[str, float], step: int) -> None:
-        if not alive[0]:
-            return
-        try:
-            retry_locked(log_metrics, uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
-        except Exception as exc:
-            alive[0] = False
-            print(
-                f"WARNING: MLflow logging to {uri} failed ({type(exc).__name__}); epochs are kept "
-                "in the run's results and can be uploaded later",
-                flush=True,
-            )
+        tracker.call(log_metrics, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step)
 
     return log
 
@@ -131,13 +121,53 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(uri).set_terminated(run_id, status=status)
 
 
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark an ended run RUNNING again (a resumed sweep goes on writing to it)."""
+    _client(uri).update_run(run_id, status="RUNNING")
+
+
+def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
+    _client(uri).set_tag(run_id, key, value)
+
+
+def delete_tag(uri: str, run_id: str, key: str) -> None:
+    _client(uri).delete_tag(run_id, key)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the code reading back a run needs: its ids, status and tags."""
+
+    run_id: str
+    experiment_id: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED (or SCHEDULED)
+    tags: dict[str, str]
+
+
+def _info(run: Any) -> RunInfo:
+    return RunInfo(str(run.info.run_id), str(run.info.experiment_id), str(run.info.status), dict(run.data.tags))
+
+
+def get_run(uri: str, run_id: str) -> RunInfo:
+    return _info(_client(uri).get_run(run_id))
+
+
+def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[RunInfo]:
+    """The child runs of ``parent_run_id`` in ``experiment_id``, oldest first."""
+    runs = _client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+    return [_info(r) for r in runs]
+
+
 def kill_stale_runs(uri: str, experiment_id: str, parent_run_id: str) -> None:
     """Close as KILLED a lost driver's parent run and its children still marked RUNNING."""
-    client = _client(uri)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
-    for run in [*runs, client.get_run(parent_run_id)]:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="KILLED")
+    for run in [*child_runs(uri, experiment_id, parent_run_id), get_run(uri, parent_run_id)]:
+        if run.status == "RUNNING":
+            end_run(uri, run.run_id, "KILLED")
 
 
 def reachable(uri: str, timeout: float = 5.0) -> bool:
@@ -179,15 +209,34 @@ def limit_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-class Tracker:
-    """MLflow logging that never stops training: the first failure is reported once, with
-    where the results are kept, and tracking is off for the rest of the run."""
+UPLOAD_HINT = "upload them later with `python -m i2m2_ray.tracking upload <output-dir>`"
 
-    def __init__(self, uri: str, results_hint: str) -> None:
+
+class Tracker:
+    """MLflow writes that never stop the work they record: ``call(fn, *args)`` runs
+    ``fn(uri, *args)``, retried while an sqlite store is locked; the first other failure is
+    reported once, with where the results are kept (``results_hint``) and what to do later
+    (``later``), and tracking is off for the rest of the run.
+
+    The one such guard: the pipeline, the training workers' epoch logging
+    (:func:`epoch_logger`) and the sweeps' trial callback all write through one.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        results_hint: str,
+        *,
+        work: str = "training",
+        later: str | None = UPLOAD_HINT,
+        check_server: bool = True,
+    ) -> None:
         limit_retries()
         self.uri: str | None = uri
         self.hint = results_hint
-        if not reachable(uri):
+        self.work = work
+        self.later = later
+        if check_server and not reachable(uri):
             self._fail(f"the tracking server at {uri} does not answer")
 
     @property
@@ -195,10 +244,10 @@ class Tracker:
         return self.uri is not None
 
     def _fail(self, why: str) -> None:
+        then = f"; {self.later}." if self.later else "."
         print(
-            f"WARNING: MLflow tracking failed ({why}); training goes on without it. Results are "
-            f"kept in {self.hint}; upload them later with `python -m i2m2_ray.tracking upload "
-            f"<output-dir>`.",
+            f"WARNING: MLflow tracking failed ({why}); {self.work} goes on without it. Results are "
+            f"kept in {self.hint}{then}",
             flush=True,
         )
         self.uri = None
@@ -209,6 +258,7 @@ class Tracker:
             return None
         try:
             return retry_locked(fn, self.uri, *args, **kwargs)
-        except Exception as exc:  # any other MLflow/network error: keep training, say so once
-            self._fail(f"{type(exc).__name__}: {str(exc)[:300]}")
+        except Exception as exc:  # any other MLflow/network error: keep working, say so once
+            name = getattr(fn, "__name__", "MLflow")
+            self._fail(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
             return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from i2m2_ray.models.registry import check_model
 from i2m2_ray.spec import is_product
 from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 from i2m2_ray.training.metrics import class_weights
@@ -57,13 +58,19 @@ class FitRequest:
     ) -> FitRequest:
         """The request for model ``paradigm`` (``unimodal_<m>``, ``inter``, ``intra``,
         ``i2m2``) of ``cfg`` on ``prepared``: placement from ``run.*``; a product gets
-        ``product.freeze``, ``product.weights`` and its experts' ``init_checkpoints``."""
+        ``product.freeze``, ``product.weights`` and its experts' ``init_checkpoints``.
+
+        Raises:
+            ConfigError: ``cfg.model`` cannot build this model's encoders for the data's
+                inputs (checked here, before any Ray Train work).
+        """
+        check_model(cfg, prepared.spec, prepared.info, [paradigm])
         product = is_product(paradigm)
         loop = LoopConfig(
             name=name or paradigm,
             paradigm=paradigm,
             spec=prepared.spec,
-            encoders=prepared.encoders,
+            input_facts=dict(prepared.info),
             experiment=cfg.to_dict(),
             class_weights=class_weights(prepared.class_counts),
             init_checkpoints=dict(init_checkpoints or {}),

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from i2m2_ray.config import ExperimentConfig, TrainConfig, config_from_dict
-from i2m2_ray.models.build import EncoderFactory, build_model, load_components
+from i2m2_ray.models.build import build_model, load_components
 from i2m2_ray.models.experts import ProductOfExperts
+from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.spec import TaskSpec
 from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint, unwrap
 from i2m2_ray.training.loop import (
@@ -44,12 +45,17 @@ from i2m2_ray.training.metrics import compute_metrics, group_means, is_better, p
 
 @dataclass
 class LoopConfig:
-    """Everything a worker needs to train one model (picklable, sent to every worker)."""
+    """Everything a worker needs to train one model (picklable, sent to every worker).
+
+    The encoders are built by the builder ``model.encoder`` names (in ``experiment``) from
+    ``input_facts``: what the data said about their inputs (``PreparedData.info``: the
+    shape of each modality, the tokeniser's sizes...).
+    """
 
     name: str
     paradigm: str
     spec: TaskSpec
-    encoders: EncoderFactory
+    input_facts: dict[str, Any]
     experiment: dict[str, Any]
     class_weights: dict[str, list[float]]
     init_checkpoints: dict[str, str] = field(default_factory=dict)
@@ -79,9 +85,11 @@ def seed_everything(seed: int) -> None:
 
 
 def make_model(lc: LoopConfig) -> nn.Module:
-    """Build the paradigm's model; load and freeze components as configured."""
+    """Build the paradigm's model (encoders from the registry); load and freeze components as
+    configured."""
     cfg = config_from_dict(lc.experiment)
-    model = build_model(lc.paradigm, lc.spec, cfg.model, lc.encoders, lc.product_weights or None)
+    encoders = encoder_factory(lc.input_facts)
+    model = build_model(lc.paradigm, lc.spec, cfg.model, encoders, lc.product_weights or None)
     if isinstance(model, ProductOfExperts):
         for expert, path in lc.init_checkpoints.items():
             ckpt = load_checkpoint(path)

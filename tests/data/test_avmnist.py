@@ -3,11 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from i2m2_ray.config import load_config
+from i2m2_ray.config import ConfigError, load_config
+from i2m2_ray.data import get_dataset
 from i2m2_ray.data.avmnist import (
     AVMNISTReader,
-    build_encoder,
-    load,
     prepare,
     read_split,
     train_val_sizes,
@@ -176,9 +175,6 @@ def test_values_outside_0_255_are_named_when_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("model.inter_fusion=early", r"differ in shape; use late fusion"),
-        ("model.encoder=preact_resnet", r"model.encoder='preact_resnet' is not available for avmnist"),
-        ("model.blocks=[2]", r"model.blocks must list the LeNet stages of \[image, audio\]"),
         ("data.options={audio_pool: 3}", r"data.options.audio_pool must be a whole divisor of 112"),
         ("data.options={pool: 4}", r"unknown data.options key\(s\) \['pool'\]"),
     ],
@@ -189,6 +185,25 @@ def test_bad_settings_are_named(tmp_path: Path, override: str, message: str) -> 
         prepare(load_config(None, [*OVERRIDES, override]), root)
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.inter_fusion=early", r"differ in shape; use late fusion"),
+        ("model.encoder=preact_resnet", r"model.encoder='preact_resnet' is not available for avmnist"),
+        ("model.blocks=[2]", r"model.blocks must list the LeNet stages of \[image, audio\]"),
+    ],
+)
+def test_bad_model_settings_are_named(ray_local: None, tmp_path: Path, override: str, message: str) -> None:
+    """The model section is checked against the data's input facts (the encoder registry),
+    before any training starts."""
+    from i2m2_ray.models.registry import check_model
+
+    cfg = load_config(None, ["experiment=avmnist", *OVERRIDES, override])
+    prepared = prepare(cfg, write_layout(tmp_path / "d"))
+    with pytest.raises(ConfigError, match=message):
+        check_model(cfg, prepared.spec, prepared.info)
+
+
 # ---- encoders and the generated sample ---------------------------------------------
 
 
@@ -196,9 +211,12 @@ def test_encoders_are_lenets_with_the_recipe_sizes() -> None:
     import torch
 
     from i2m2_ray.models.build import build_model
+    from i2m2_ray.models.registry import encoder_factory
     from i2m2_ray.spec import TaskSpec
 
     cfg = load_config(REPO / "configs/avmnist.yaml").model
+    # the facts AV-MNIST's data give the encoder registry (spectrograms as read)
+    build_encoder = encoder_factory({"inputs": {"image": [1, 28, 28], "audio": [1, 112, 112]}})
     # unimodal LeNets of width 3, the inter expert's of width 6 (model.inter_expert)
     assert build_encoder(["image"], cfg).out_features == 24
     assert build_encoder(["audio"], cfg).out_features == 96
@@ -234,12 +252,14 @@ def test_generator_writes_the_layout_and_plants_the_cues(tmp_path: Path) -> None
 
 def test_load_writes_the_sample_once(ray_local: None, tmp_path: Path) -> None:
     cfg = load_config(None, [*OVERRIDES, "data.sample={train: 36, test: 6, seed: 0}"])
-    prepared = load(cfg, None, None, tmp_path)
+    dataset = get_dataset("avmnist")
+    prepared = dataset.load(cfg, tmp_path)
     assert prepared.sizes == {"train": 33, "val": 3, "test": 6}
+    assert prepared.info["inputs"] == {"image": [1, 28, 28], "audio": [1, 112, 112]}
     marker = tmp_path / "sample_data" / "sample.json"
     stamp = (tmp_path / "sample_data/audio/train_data.npy").stat().st_mtime_ns
-    load(cfg, None, None, tmp_path)
+    dataset.load(cfg, tmp_path)
     assert (tmp_path / "sample_data/audio/train_data.npy").stat().st_mtime_ns == stamp
     assert marker.is_file()
     with pytest.raises(DataError, match="--annotations is not used by avmnist"):
-        load(cfg, None, "somewhere", tmp_path)
+        dataset.load(load_config(None, [*OVERRIDES, "data.annotations=somewhere"]), tmp_path)

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from i2m2_ray.cli import build_parser, resolve_config
-from i2m2_ray.config import load_config
+from i2m2_ray.config import ConfigError, load_config
+from i2m2_ray.data import get_dataset
 from i2m2_ray.data.base import DataError
 from i2m2_ray.data.mimic import (
     KEYS,
-    build_encoder,
     convert,
-    load,
     main,
     mortality_class,
     prepare,
@@ -277,8 +276,6 @@ def test_task_option_and_npz_source(ray_local: None, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("model.inter_fusion=early", r"differ in shape; use late fusion"),
-        ("model.encoder=lenet", r"model.encoder='lenet' is not available for mimic"),
         ("data.options={task: icd9_2}", r"data.options.task: unknown task 'icd9_2'"),
         ("data.options={tsk: mortality}", r"unknown data.options key\(s\) \['tsk'\]"),
     ],
@@ -287,6 +284,27 @@ def test_bad_settings_are_named(tmp_path: Path, override: str, message: str) -> 
     np.savez(tmp_path / "im.npz", **arrays(30))
     with pytest.raises(DataError, match=message):
         prepare(load_config(None, [*OVERRIDES, override]), tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.inter_fusion=early", r"differ in shape; use late fusion"),
+        ("model.encoder=lenet", r"model.encoder='lenet' is not available for mimic"),
+        ("model.options={series_readout: mean}", r"model.options.series_readout must be one of last, flatten, linear"),
+        ("model.inter_expert={options: {readout_features: 0}}", r"model.options.readout_features must be a positive"),
+    ],
+)
+def test_bad_model_settings_are_named(ray_local: None, tmp_path: Path, override: str, message: str) -> None:
+    """The model section (the inter expert's too) is checked against the data's input facts
+    (the encoder registry), before any training starts."""
+    from i2m2_ray.models.registry import check_model
+
+    np.savez(tmp_path / "im.npz", **arrays(30))
+    cfg = load_config(None, ["experiment=mimic", *OVERRIDES, override])
+    prepared = prepare(cfg, tmp_path, tmp_path / "out")
+    with pytest.raises(ConfigError, match=message):
+        check_model(cfg, prepared.spec, prepared.info)
 
 
 # ---- command line, encoders, generator ----------------------------------------------
@@ -308,8 +326,11 @@ def test_encoders_take_the_real_input_shapes() -> None:
     import torch
 
     from i2m2_ray.models.build import build_model
+    from i2m2_ray.models.registry import encoder_factory
     from i2m2_ray.spec import TaskSpec
 
+    # the facts MIMIC's data give the encoder registry
+    build_encoder = encoder_factory({"inputs": {"static": [5], "timeseries": [24, 12]}})
     cfg = load_config(None, [*OVERRIDES, "model.hidden=[10, 10]", "model.width=30"]).model
     assert build_encoder(["static"], cfg).out_features == 10
     assert build_encoder(["timeseries"], cfg).out_features == 24 * 15  # per-step Linear(30 -> 15), flattened
@@ -354,11 +375,13 @@ def test_sample_is_deterministic() -> None:
 
 def test_load_writes_the_sample_once_and_converts_it(ray_local: None, tmp_path: Path) -> None:
     cfg = load_config(None, [*OVERRIDES, "data.sample={samples: 60, seed: 0}"])
-    prepared = load(cfg, None, None, tmp_path)
+    dataset = get_dataset("mimic")
+    prepared = dataset.load(cfg, tmp_path)
     assert prepared.sizes == {"train": 48, "val": 6, "test": 6}
     assert prepared.info["source"].endswith("im.npz")
+    assert prepared.info["inputs"] == {"static": [5], "timeseries": [24, 12]}
     stamp = (tmp_path / "sample_data/im.npz").stat().st_mtime_ns
-    load(cfg, None, None, tmp_path)
+    dataset.load(cfg, tmp_path)
     assert (tmp_path / "sample_data/im.npz").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="--annotations is not used by mimic"):
-        load(cfg, None, "x", tmp_path)
+        dataset.load(load_config(None, [*OVERRIDES, "data.annotations=x"]), tmp_path)

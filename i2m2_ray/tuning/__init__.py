@@ -1,0 +1,72 @@
+"""Hyper-parameter search: Optuna (TPE) proposes, ASHA stops, Ray Train trains every trial.
+
+- :mod:`~i2m2_ray.tuning.space`: the search YAML, its parameters and their mapping onto
+  validated configs (pure Python);
+- :mod:`~i2m2_ray.tuning.trial`: what one Tune trial runs (a Ray Train fit of the product);
+- :mod:`~i2m2_ray.tuning.callback`: the MLflow record, a child run per trial (imports Ray Tune);
+- :mod:`~i2m2_ray.tuning.report`: ranking, Optuna study, importances, the summary artifacts;
+- :mod:`~i2m2_ray.tuning.sweep`: :func:`run_sweep` and the sweep's state, for ``--resume``.
+
+Importing the package imports neither Ray Tune, nor MLflow, nor torch; nothing runs at
+import. The command line is :mod:`i2m2_ray.cli.search` (``experiments/search.py``).
+"""
+
+from i2m2_ray.tuning.report import (
+    SweepResult,
+    TrialRow,
+    importance_artifacts,
+    optuna_study,
+    rank_rows,
+    ranking_table,
+)
+from i2m2_ray.tuning.space import (
+    EXPERTS_KEY,
+    FREEZE_KEY,
+    WEIGHTS_KEY,
+    AshaSettings,
+    ParamSpec,
+    SearchFile,
+    SearchSpace,
+    TrialPlan,
+    TrialRecipe,
+    check_space,
+    default_search_file,
+    load_search_file,
+    parse_params,
+    parse_search_file,
+    to_yaml,
+)
+from i2m2_ray.tuning.sweep import SweepOptions, load_sweep_options, run_sweep, save_sweep_state, trial_concurrency
+from i2m2_ray.tuning.trial import SweepContext, run_trial, trial_dirname
+
+__all__ = [
+    "EXPERTS_KEY",
+    "FREEZE_KEY",
+    "WEIGHTS_KEY",
+    "AshaSettings",
+    "ParamSpec",
+    "SearchFile",
+    "SearchSpace",
+    "SweepContext",
+    "SweepOptions",
+    "SweepResult",
+    "TrialPlan",
+    "TrialRecipe",
+    "TrialRow",
+    "check_space",
+    "default_search_file",
+    "importance_artifacts",
+    "load_search_file",
+    "load_sweep_options",
+    "optuna_study",
+    "parse_params",
+    "parse_search_file",
+    "rank_rows",
+    "ranking_table",
+    "run_sweep",
+    "run_trial",
+    "save_sweep_state",
+    "to_yaml",
+    "trial_concurrency",
+    "trial_dirname",
+]
