@@ -142,6 +142,9 @@ class RunSettings:
     # Ray Data hands blocks to training in a fixed order (preserve_order), so the same seed
     # gives the same batches; false lets a fast block overtake a slow one (more throughput)
     deterministic: bool = True
+    # the longest any wait on cluster resources may last (a model's workers starting, a
+    # queued fit or trial getting its CPUs / GPUs) before the run stops with an error
+    resource_timeout_s: float = 600.0
 
 
 @dataclass
@@ -186,6 +189,10 @@ class ExperimentConfig:
         checks: list[tuple[bool, str]] = [
             (self.run.num_workers >= 1, f"run.num_workers must be >= 1, got {self.run.num_workers}"),
             (self.run.cpus_per_worker > 0, f"run.cpus_per_worker must be > 0, got {self.run.cpus_per_worker}"),
+            (
+                self.run.resource_timeout_s > 0,
+                f"run.resource_timeout_s must be > 0 seconds, got {self.run.resource_timeout_s}",
+            ),
             *_train_checks(self.train, "train"),
             (self.product.epochs >= 1, f"product.epochs must be >= 1, got {self.product.epochs}"),
             (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
