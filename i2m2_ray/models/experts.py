@@ -9,7 +9,7 @@ and one evaluation serve every paradigm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +63,14 @@ def binary_product_of_experts(logits: Sequence[Tensor], weights: Sequence[float]
     pairs = [torch.stack([torch.zeros_like(z), z], dim=-1) for z in logits]  # logits of (no, yes)
     log_p = product_of_experts(pairs, weights)
     return log_p[..., 1] - log_p[..., 0]
+
+
+def expert_modalities(expert: nn.Module) -> Sequence[str]:
+    """The modalities an expert reads (its ``modalities``; every expert class here has it)."""
+    found = getattr(expert, "modalities", None)
+    if found is None:
+        raise TypeError(f"{type(expert).__name__} does not say which modalities it reads ('modalities')")
+    return list(found)
 
 
 def _require(inputs: Inputs, modality: str) -> Tensor:
@@ -125,6 +133,11 @@ class UnimodalExpert(nn.Module):
         self.encoder = encoder
         self.heads = heads
 
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities this expert reads."""
+        return [self.modality]
+
     def forward(self, inputs: Inputs) -> HeadOutputs:
         return self.heads(self.encoder(_require(inputs, self.modality)))
 
@@ -161,6 +174,11 @@ class LateFusionExpert(nn.Module):
         self.encoders = encoders
         self.fusion = fusion
         self.heads = heads
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities this expert reads."""
+        return sorted(self.encoders)
 
     def forward(self, inputs: Inputs) -> HeadOutputs:
         features = {m: enc(_require(inputs, m)) for m, enc in sorted(self.encoders.items())}
@@ -207,8 +225,28 @@ class ProductOfExperts(nn.Module):
         self.weights = {name: float((weights or {}).get(name, 1.0)) for name in self.experts}
         self.multilabel = frozenset(multilabel)
 
-    def forward(self, inputs: Inputs) -> HeadOutputs:
-        outputs = {name: expert(inputs) for name, expert in self.experts.items()}
+    def reads(self) -> dict[str, list[str]]:
+        """Expert name -> the modalities it reads."""
+        return {name: list(expert_modalities(expert)) for name, expert in self.experts.items()}
+
+    def forward(self, inputs: Inputs, available: Collection[str] | None = None) -> HeadOutputs:
+        """The product over every expert; with ``available``, over the experts whose
+        modalities are all available (the others are not called, so a missing modality's
+        input is never read), renormalised: the product of the remaining experts.
+
+        Raises:
+            ValueError: ``available`` leaves no expert.
+        """
+        experts = dict(self.experts.items())
+        if available is not None:
+            present = set(available)
+            experts = {n: e for n, e in experts.items() if set(expert_modalities(e)) <= present}
+            if not experts:
+                raise ValueError(
+                    f"no expert of this product reads only the available modalities {sorted(present)}; "
+                    f"experts read {self.reads()}"
+                )
+        outputs = {name: expert(inputs) for name, expert in experts.items()}
         first = next(iter(outputs.values()))
         w = [self.weights[name] for name in outputs]
         return {

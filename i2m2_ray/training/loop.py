@@ -59,11 +59,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def _to_inputs(batch: Mapping[str, Tensor], spec: TaskSpec, channels_last: bool = False) -> dict[str, Tensor]:
+    """The batch's modality tensors (those it has: a model that needs an absent one says
+    which; see :mod:`i2m2_ray.training.robustness` for predicting without one)."""
+    present = [m for m in spec.modalities if m in batch]
     if not channels_last:
-        return {m: batch[m] for m in spec.modalities}
+        return {m: batch[m] for m in present}
     return {
         m: batch[m].contiguous(memory_format=torch.channels_last) if batch[m].dim() == 4 else batch[m]
-        for m in spec.modalities
+        for m in present
     }
 
 
