@@ -1,0 +1,78 @@
+"""Intervals, calibration and robustness of trained models (real Ray Data, real checkpoints)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from i2m2_ray.assess import (
+    AssessSettings,
+    assess_model,
+    assess_predictions,
+    effective_robustness_entries,
+    flatten_robustness,
+)
+from i2m2_ray.config import load_config
+from i2m2_ray.models.build import build_model
+from i2m2_ray.models.registry import encoder_factory
+from i2m2_ray.spec import TaskSpec
+from i2m2_ray.training.checkpoint import save_checkpoint
+
+
+def test_predictions_give_calibration_and_an_interval_for_every_metric() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p1 = np.clip(0.7 * y + 0.15 + rng.normal(0, 0.1, 400), 0.01, 0.99)
+    probs = {"h": np.stack([1 - p1, p1], 1)}
+    out = assess_predictions({"h": y}, probs, AssessSettings(bootstrap=200, seed=1))
+    for name in ("accuracy", "auroc", "ece", "brier"):
+        assert out[f"{name}_ci_low"] <= out[f"{name}_ci_high"], name
+    assert out["brier"] == pytest.approx(float(np.mean((p1 - y) ** 2)))
+    assert out["accuracy_ci_low"] < float(np.mean((p1 > 0.5) == y)) < out["accuracy_ci_high"]
+    none = assess_predictions({"h": y}, probs, AssessSettings(bootstrap=0))
+    assert "ece" in none and not any(k.endswith("_ci_low") for k in none)
+
+
+def test_robustness_entries_relative_and_effective() -> None:
+    levels = [0.0, 0.5, 1.0]
+    reports = {
+        "inter": {
+            "missing": {"a": {"acc": 0.5}},
+            "noise": {"a": {"levels": levels, "metrics": [{"acc": a} for a in (0.9, 0.7, 0.5)]}},
+        },
+        "i2m2": {
+            "missing": {"a": {"acc": 0.8}},
+            "noise": {"a": {"levels": levels, "metrics": [{"acc": a} for a in (0.95, 0.9, 0.85)]}},
+        },
+    }
+    flat = flatten_robustness(reports["i2m2"], ["acc"])
+    assert flat["missing.a.acc"] == 0.8
+    assert flat["robustness.a.relative_acc"] == pytest.approx(0.25 * (0.95 + 0.9) + 0.25 * (0.9 + 0.85))
+    eff = effective_robustness_entries(reports, ["acc"])
+    # i2m2 - (inter + 0.95 - 0.9) summed: (0) + (0.9 - 0.75) + (0.85 - 0.55)
+    assert eff["i2m2"]["robustness.a.effective_acc"] == pytest.approx(0.45)
+    assert eff["inter"]["robustness.a.effective_acc"] == pytest.approx(0.0)
+
+
+def test_a_trained_model_is_assessed_on_real_ray_data(ray_local: None, tmp_path: object) -> None:
+    import ray.data
+
+    cfg = load_config(None, ["model.encoder=mlp_gru", "model.hidden=[4]", "model.width=4", "model.inter_fusion=concat"])
+    spec = TaskSpec(("static", "timeseries"), {"y": 2})
+    facts = {"inputs": {"static": [5], "timeseries": [24, 12]}}
+    torch.manual_seed(0)
+    model = build_model("i2m2", spec, cfg.model, encoder_factory(facts))
+    path = save_checkpoint(tmp_path / "i2m2.pt", model.state_dict(), "i2m2", cfg.to_dict(), spec)  # type: ignore[operator]
+    rng = np.random.default_rng(0)
+    rows = [
+        {"static": rng.normal(size=5).astype(np.float32), "timeseries": rng.normal(size=(24, 12)).astype(np.float32),
+         "y_y": int(i % 2)}
+        for i in range(40)
+    ]  # fmt: skip
+    data = {"train": ray.data.from_items(rows), "test": ray.data.from_items(rows[:16])}
+    report = assess_model(str(path), data, facts, AssessSettings(noise_levels=(0.0, 1.0), stats_samples=32), 8)
+    assert report["stats_samples"] == 32
+    assert set(report["missing"]) == {"static", "timeseries"}
+    curve = report["noise"]["static"]
+    assert curve["levels"] == [0.0, 1.0] and "accuracy" in curve["metrics"][0]
