@@ -7,6 +7,8 @@ Ray or torch work starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -40,7 +42,8 @@ class DataConfig:
     # Seed of the train/validation/test cut, independent of run.seed (a seed changes the
     # model, never the test set). None: the dataset's recipe value (fastMRI 0, MIMIC 10).
     split_seed: int | None = None
-    max_volumes: int | None = None
+    max_volumes: int | None = None  # fastMRI: use the first N usable volumes (quick runs, --smoke-test)
+    max_samples: int | None = None  # every dataset: at most N samples per split, evenly spaced
     # Options of the sample generator used when data_dir is None.
     sample: dict[str, Any] = field(default_factory=dict)
     # Free-form, dataset-specific options (e.g. the MIMIC task).
@@ -188,14 +191,30 @@ class ExperimentConfig:
         """Check ranges; raise :class:`ConfigError` naming the key."""
         checks: list[tuple[bool, str]] = [
             (self.run.num_workers >= 1, f"run.num_workers must be >= 1, got {self.run.num_workers}"),
-            (self.run.cpus_per_worker > 0, f"run.cpus_per_worker must be > 0, got {self.run.cpus_per_worker}"),
+            (
+                _positive(self.run.cpus_per_worker),
+                f"run.cpus_per_worker must be > 0 and finite, got {self.run.cpus_per_worker}",
+            ),
             (
                 self.run.resource_timeout_s > 0,
                 f"run.resource_timeout_s must be > 0 seconds, got {self.run.resource_timeout_s}",
             ),
+            (self.run.seed >= 0, f"run.seed must be >= 0, got {self.run.seed}"),
+            (
+                self.run.max_failures >= -1,
+                f"run.max_failures must be >= 0 (or -1: no limit), got {self.run.max_failures}",
+            ),
             *_train_checks(self.train, "train"),
             (self.product.epochs >= 1, f"product.epochs must be >= 1, got {self.product.epochs}"),
-            (self.product.lr > 0, f"product.lr must be > 0, got {self.product.lr}"),
+            (_positive(self.product.lr), f"product.lr must be > 0 and finite, got {self.product.lr}"),
+            (
+                _non_negative(self.product.weight_decay),
+                f"product.weight_decay must be >= 0 and finite, got {self.product.weight_decay}",
+            ),
+            *(
+                (_non_negative(w), f"product.weights.{e} must be a finite exponent >= 0 (0: left out), got {w}")
+                for e, w in self.product.weights.items()
+            ),
             (
                 self.product.init in ("components", "scratch"),
                 f"product.init must be 'components' or 'scratch', got {self.product.init!r}",
@@ -205,6 +224,7 @@ class ExperimentConfig:
                 f"model.inter_fusion must be one of early, concat, lrtf, joint; got {self.model.inter_fusion!r}",
             ),
             (self.model.fusion_rank >= 1, f"model.fusion_rank must be >= 1, got {self.model.fusion_rank}"),
+            *_model_checks(self.model, "model"),
             (0.0 <= self.model.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.model.dropout}"),
             (
                 self.model.head_activation in HEAD_ACTIVATIONS,
@@ -216,6 +236,19 @@ class ExperimentConfig:
                 "model.inter_expert cannot hold another inter_expert",
             ),
             (self.data.crop_size >= 8, f"data.crop_size must be >= 8, got {self.data.crop_size}"),
+            (
+                self.data.crop_size <= self.data.pad_width,
+                f"data.crop_size ({self.data.crop_size}) must be <= data.pad_width ({self.data.pad_width}): "
+                "the crop is cut from the image of k-space zero-filled to that width",
+            ),
+            *(
+                (value is None or value >= minimum, f"data.{key} must be >= {minimum}{unset}, got {value}")
+                for key, value, minimum, unset in (
+                    ("max_volumes", self.data.max_volumes, 1, " (or null: all)"),
+                    ("max_samples", self.data.max_samples, 1, " (or null: all)"),
+                    ("split_seed", self.data.split_seed, 0, " (or null: the dataset's own)"),
+                )
+            ),
             (
                 len(self.data.split) == 3
                 and all(0 < s < 1 for s in self.data.split)
@@ -239,7 +272,10 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        self.model.for_expert(INTER)  # inter_expert's keys and values are checked like the rest
+        # inter_expert's keys and values are checked like the rest
+        for ok, message in _model_checks(self.model.for_expert(INTER), "model.inter_expert"):
+            if not ok:
+                raise ConfigError(message)
         for name in self.per_paradigm:
             if not is_model_name(name):
                 raise ConfigError(
@@ -252,24 +288,48 @@ class ExperimentConfig:
         return self
 
 
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def _non_negative(x: float) -> bool:
+    return math.isfinite(x) and x >= 0
+
+
+def _model_checks(m: ModelConfig, where: str) -> list[tuple[bool, str]]:
+    """Sizes of the ``model`` section (the encoder builders check what depends on the data)."""
+    return [
+        (m.width >= 1, f"{where}.width must be >= 1, got {m.width}"),
+        (
+            len(m.blocks) >= 1 and all(b >= 1 for b in m.blocks),
+            f"{where}.blocks must list at least one stage of >= 1 blocks, got {m.blocks}",
+        ),
+        (m.groups >= 1, f"{where}.groups must be >= 1, got {m.groups}"),
+        (all(h >= 1 for h in m.hidden), f"{where}.hidden must list layer widths >= 1, got {m.hidden}"),
+        (m.head_hidden >= 0, f"{where}.head_hidden must be >= 0 (0: a linear head), got {m.head_hidden}"),
+        (m.fusion_dim >= 1, f"{where}.fusion_dim must be >= 1, got {m.fusion_dim}"),
+    ]
+
+
 def _train_checks(t: TrainConfig, where: str) -> list[tuple[bool, str]]:
     """Range checks of one set of training settings (``train``, or one model's resolved
     ``per_paradigm`` settings); ``where`` prefixes the key in the message."""
     return [
         (t.epochs >= 1, f"{where}.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"{where}.batch_size must be >= 1, got {t.batch_size}"),
-        (t.lr > 0, f"{where}.lr must be > 0, got {t.lr}"),
-        (t.weight_decay >= 0, f"{where}.weight_decay must be >= 0, got {t.weight_decay}"),
-        (t.momentum >= 0, f"{where}.momentum must be >= 0, got {t.momentum}"),
+        (_positive(t.lr), f"{where}.lr must be > 0 and finite, got {t.lr}"),
+        (_non_negative(t.weight_decay), f"{where}.weight_decay must be >= 0 and finite, got {t.weight_decay}"),
+        (_non_negative(t.momentum), f"{where}.momentum must be >= 0 and finite, got {t.momentum}"),
         (
             len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
             f"{where}.betas must be two numbers in [0, 1), got {t.betas}",
         ),
-        (t.eps > 0, f"{where}.eps must be > 0, got {t.eps}"),
+        (_positive(t.eps), f"{where}.eps must be > 0 and finite, got {t.eps}"),
         (t.schedule in SCHEDULES, f"{where}.schedule must be one of {', '.join(SCHEDULES)}; got {t.schedule!r}"),
         (0 <= t.warmup < 1, f"{where}.warmup must be a fraction of the steps in [0, 1), got {t.warmup}"),
-        (t.head_lr_mult > 0, f"{where}.head_lr_mult must be > 0, got {t.head_lr_mult}"),
-        (t.grad_clip >= 0, f"{where}.grad_clip must be >= 0 (0: no clipping), got {t.grad_clip}"),
+        (_positive(t.head_lr_mult), f"{where}.head_lr_mult must be > 0 and finite, got {t.head_lr_mult}"),
+        (_non_negative(t.grad_clip), f"{where}.grad_clip must be >= 0 and finite (0: no clipping), got {t.grad_clip}"),
+        (bool(t.monitor.strip()), f"{where}.monitor must name a validation metric, got {t.monitor!r}"),
         (t.patience >= 1, f"{where}.patience must be >= 1, got {t.patience}"),
         (t.grad_accum_steps >= 1, f"{where}.grad_accum_steps must be >= 1, got {t.grad_accum_steps}"),
         (t.precision in ("fp32", "bf16"), f"{where}.precision must be 'fp32' or 'bf16', got {t.precision!r}"),
@@ -329,9 +389,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float and isinstance(value, str):
         # YAML 1.1 reads "1e-4" (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
+    if tp is float and isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"config key '{key}': expected a number, got NaN")
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -341,8 +403,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+_HINTS: dict[Any, dict[str, Any]] = {}
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    """A dataclass's resolved annotations (cached: resolving them was most of a config load)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
 def _from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -367,7 +439,11 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")
@@ -375,6 +451,30 @@ def parse_override(text: str) -> dict[str, Any]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
     return out
+
+
+def check_override_key(text: str, cls: type = ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` naming the override when its key is not a config key (keys
+    inside a free-form mapping, e.g. ``data.options.task``, are the dataset's to check)."""
+    key = text.split("=", 1)[0].strip()
+    node: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if not dataclasses.is_dataclass(node):
+            if typing.get_origin(node) is dict or node is Any:
+                return  # a free-form mapping: any key
+            raise ConfigError(f"override {text!r}: '{where}' is a value, not a section with keys")
+        hints = _hints(node)
+        if part not in hints:
+            known = sorted(hints)
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f" (did you mean '{'.'.join([*parts[:i], close[0]])}'?)" if close else ""
+            section = f"'{where}'" if where else "the top level"
+            raise ConfigError(f"override {text!r}: unknown config key(s) ['{part}'] in {section}{hint}; known: {known}")
+        node = hints[part]
+        if typing.get_origin(node) in (typing.Union, types.UnionType):
+            node = next(a for a in typing.get_args(node) if a is not type(None))
 
 
 def load_config(
@@ -396,6 +496,7 @@ def load_config(
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         merged = _deep_merge(merged, loaded)
     for text in overrides:
+        check_override_key(text)
         merged = _deep_merge(merged, parse_override(text))
     try:
         cfg = _from_dict(ExperimentConfig, merged)

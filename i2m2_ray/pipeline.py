@@ -8,7 +8,6 @@ and to MLflow (a parent run, a child run per model).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,10 +17,29 @@ from pathlib import Path
 from typing import Any
 
 from i2m2_ray import tracking
-from i2m2_ray.config import ExperimentConfig
-from i2m2_ray.data.base import PreparedData
+from i2m2_ray.config import ConfigError, ExperimentConfig
+from i2m2_ray.data.base import DataError, PreparedData
+from i2m2_ray.files import (
+    StateFileError,
+    atomic_write_json,
+    data_fingerprint,
+    fingerprint_mismatch,
+    read_json,
+)
+from i2m2_ray.placement import Placement
+from i2m2_ray.rundir import (
+    RESUME_REMEDY,
+    STATE_FILE,
+    RunDirError,
+    check_output_dir,
+    comparable,
+    config_changes,
+    data_paths,
+    discard_earlier_run,
+)
 from i2m2_ray.spec import PRODUCTS, component_paradigm, kind_of
-from i2m2_ray.training.launch import FitRequest, FitResult, fit_concurrently
+from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint
+from i2m2_ray.training.launch import RECURRING, FitRequest, FitResult, fit_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +80,8 @@ def comparison_table(summary: dict[str, dict[str, float]], columns: Sequence[str
     return "\n".join(lines)
 
 
-STATE_FILE = "pipeline.json"
-
-
-class PipelineError(RuntimeError):
-    """The pipeline cannot start or resume as asked; the message says why."""
+class PipelineError(RunDirError):
+    """The pipeline cannot start or resume as asked; the message says why and what to do."""
 
 
 class Pipeline:
@@ -74,8 +89,12 @@ class Pipeline:
 
     Each finished model leaves ``results/<model>.json`` (+ test predictions) and
     ``checkpoints/<model>.pt`` in the output directory. With ``resume=True`` (the
-    ``--resume`` flag, same output directory and config) finished models are reused and an
-    interrupted Ray Train run continues from its last epoch checkpoint (same run name).
+    ``--resume`` flag, same output directory, config and data) finished models are reused
+    and an interrupted Ray Train run continues from its last epoch checkpoint (same run
+    name). An output directory that holds an earlier run is refused unless ``resume`` or
+    ``overwrite`` (which discards it, once every check has passed, when :meth:`run` starts).
+    ``placement``: what the cluster was planned to hold (:func:`i2m2_ray.placement.plan`):
+    models in flight at once, and the ``placement`` param of the MLflow runs.
     """
 
     def __init__(
@@ -86,43 +105,79 @@ class Pipeline:
         tracking_uri: str | None = None,
         storage_path: str | None = None,
         resume: bool = False,
+        overwrite: bool = False,
+        placement: Placement | None = None,
     ) -> None:
         self.cfg = cfg
         self.data = prepared
         self.out = Path(output_dir).resolve()
+        check_output_dir(self.out, resume, overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         self.results_dir = self.out / "results"
         self.uri = tracking_uri or tracking.default_tracking_uri(self.out)
         self.storage = storage_path or str(self.out / "ray_results")
-        self.state = self._load_or_create_state(resume)
+        self.overwrite = overwrite
+        self.fresh = not resume
+        self.placement = placement
+        self.state = self._resumed_state() if resume else self._new_state()
         self.tracker = tracking.Tracker(self.uri, f"{self.results_dir} and {self.out / 'summary.json'}")
         self.stages = StageFitter(
-            cfg, prepared, self.out, storage_path=self.storage, run_suffix=self.state["id"], tracker=self.tracker
+            cfg,
+            prepared,
+            self.out,
+            storage_path=self.storage,
+            run_suffix=self.state["id"],
+            tracker=self.tracker,
+            max_in_flight=placement.models_at_once if placement else None,
+            placement=placement.describe() if placement else None,
         )
 
-    def _load_or_create_state(self, resume: bool) -> dict[str, Any]:
+    def _fingerprint(self) -> dict[str, Any]:
+        return data_fingerprint(data_paths(self.cfg, self.out), base=self.out)
+
+    def _new_state(self) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex[:8],
+            "config": self.cfg.to_dict(),
+            "data": self._fingerprint(),
+            "parent_run_id": None,
+        }
+
+    def _resumed_state(self) -> dict[str, Any]:
         path = self.out / STATE_FILE
-        config = self.cfg.to_dict()
-        if resume:
-            if not path.is_file():
-                raise PipelineError(f"--resume: {path} not found; nothing to resume in {self.out}")
-            state: dict[str, Any] = json.loads(path.read_text())
-            if state["config"] != config:
+        remedy = RESUME_REMEDY
+        try:
+            state = read_json(path, "the state of the run to resume", remedy)
+        except StateFileError as exc:
+            raise PipelineError(str(exc)) from None
+        if not isinstance(state, dict) or not {"id", "config"} <= set(state):
+            raise PipelineError(f"{path}: not a pipeline state (expected keys id, config); {remedy}")
+        if "data" in state:
+            differs = fingerprint_mismatch(state["data"], self._fingerprint())
+            if differs:
                 raise PipelineError(
-                    f"--resume: the config differs from the one in {path}; resume with the same "
-                    "config and options, or use another --output-dir"
+                    f"--resume: the data differ from the run in {self.out}: {differs}; resume with the data it "
+                    f"started with, or {remedy}"
                 )
-            return state
-        # a fresh run: clear results of an earlier run in the same folder
-        if self.results_dir.is_dir():
-            for old in self.results_dir.iterdir():
-                old.unlink()
-        state = {"id": uuid.uuid4().hex[:8], "config": config, "parent_run_id": None}
-        path.write_text(json.dumps(state, indent=2))
+        config = self.cfg.to_dict()
+        changes = config_changes(comparable(state["config"]), comparable(config))
+        if changes:
+            raise PipelineError(
+                f"--resume: the config differs from the one in {path} ({'; '.join(changes[:5])}); resume with "
+                "the same config and options, or use another --output-dir"
+            )
+        state["config"] = config  # placement may differ: what this session runs with
         return state
 
     def _save_state(self) -> None:
-        (self.out / STATE_FILE).write_text(json.dumps(self.state, indent=2))
+        atomic_write_json(self.out / STATE_FILE, self.state)
+
+    def _begin(self) -> None:
+        """A fresh run: discard the earlier one (``overwrite``), then write the state."""
+        if self.fresh and self.overwrite:
+            for gone in discard_earlier_run(self.out, self.storage):
+                print(f"--overwrite: removed {gone}", flush=True)
+        self._save_state()
 
     def _start_parent(self) -> tuple[str | None, str | None]:
         cfg = self.cfg
@@ -140,7 +195,12 @@ class Pipeline:
             exp_id,
             f"{cfg.experiment}-seed{cfg.run.seed}",
             tags=tags,
-            params={**cfg.to_dict(), "data_info": self.data.info, "sizes": self.data.sizes},
+            params={
+                **cfg.to_dict(),
+                "data_info": self.data.info,
+                "sizes": self.data.sizes,
+                "placement": self.placement.describe() if self.placement else "not planned",
+            },
         )
         if parent is not None:
             self.state["parent_run_id"] = parent
@@ -149,6 +209,7 @@ class Pipeline:
 
     def run(self) -> PipelineResult:
         cfg = self.cfg
+        self._begin()
         exp_id, parent = self._start_parent()
         t0 = time.perf_counter()
         try:
@@ -164,8 +225,7 @@ class Pipeline:
                 results.update(self.stages.fit("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
             summary = {n: summary_entry(results[n]) for n in order}
-            summary_path = self.out / "summary.json"
-            summary_path.write_text(json.dumps(summary, indent=2))  # paradigms in order
+            summary_path = atomic_write_json(self.out / "summary.json", summary)  # paradigms in order
             if parent is not None:
                 for n, m in summary.items():
                     self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": v for k, v in m.items()})
@@ -189,6 +249,9 @@ class StageFitter:
     child run (epochs, test metrics, checkpoint, ROC plot), written through ``tracker``, so
     a tracking failure never stops the fits.
 
+    At most ``max_in_flight`` fits run at once (the placement's bound; the rest queue), and
+    ``placement`` (what the placement changed) is a param of every child run.
+
     The pipeline's two stages use it, and so do sweeps, for the components their trials
     start from.
     """
@@ -202,6 +265,8 @@ class StageFitter:
         storage_path: str,
         run_suffix: str,
         tracker: tracking.Tracker,
+        max_in_flight: int | None = None,
+        placement: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.data = prepared
@@ -210,6 +275,8 @@ class StageFitter:
         self.storage = storage_path
         self.run_suffix = run_suffix
         self.tracker = tracker
+        self.max_in_flight = max_in_flight
+        self.placement = placement
 
     def finished(self, name: str) -> bool:
         """Whether model ``name`` was fitted earlier (its results are in ``results/``)."""
@@ -260,34 +327,61 @@ class StageFitter:
                     exp_id,
                     name,
                     tags=tags,
-                    params={**self.cfg.to_dict(), "paradigm": name, "init": init_for.get(name, {})},
+                    params={
+                        **self.cfg.to_dict(),
+                        "paradigm": name,
+                        "init": init_for.get(name, {}),
+                        "placement": self.placement or "not planned",
+                    },
                     parent_run_id=parent,
                 )
             if done:
                 print(f"{name}: finished earlier, reusing {self.results_dir / name}.json", flush=True)
-                results[name] = FitResult.load(self.results_dir, name)
+                results[name] = self._reuse(name)
                 self._record(runs[name], results[name], history=True)
                 self.end(runs[name], "FINISHED")
                 continue
             todo[name] = self._request(name, runs[name], init_for.get(name, {}))
-        errors: list[str] = []
-        for name, res in fit_concurrently(todo):
+        errors: dict[str, Exception] = {}
+        for name, res in fit_concurrently(todo, self.max_in_flight):
             if isinstance(res, Exception):
                 self.end(runs[name], "FAILED")
-                errors.append(f"{name}: {res}")
+                errors[name] = res
                 continue
             res.save(self.results_dir)
             self._record(runs[name], res, history=False)
             self.end(runs[name], "FINISHED")
             results[name] = res
         if errors:
-            raise RuntimeError(f"stage '{stage}' failed: " + "; ".join(errors))
+            raise stage_error(stage, errors)
         return results
+
+    def _reuse(self, name: str) -> FitResult:
+        """A model finished earlier: its saved result, with its checkpoint checked (the
+        products load it); a damaged file is named."""
+        try:
+            res = FitResult.load(self.results_dir, name)
+            load_checkpoint(res.checkpoint, paradigm=res.paradigm)
+        except CheckpointError as exc:
+            raise PipelineError(f"{exc}; delete {self.results_dir / name}.json to fit '{name}' again") from None
+        except StateFileError as exc:
+            raise PipelineError(str(exc)) from None
+        return res
 
     def end(self, run_id: str | None, status: str) -> None:
         """End run ``run_id`` (nothing when there is none)."""
         if run_id is not None:
             self.tracker.call(tracking.end_run, run_id, status)
+
+
+def stage_error(stage: str, errors: dict[str, Exception]) -> Exception:
+    """One error for a stage's failed fits: of the class of an error that would recur (bad
+    data or config: the command exits 2), with every fit's message."""
+    message = f"stage '{stage}' failed: " + "; ".join(f"{n}: {e}" for n, e in errors.items())
+    for e in errors.values():
+        if isinstance(e, RECURRING):
+            return (DataError if isinstance(e, DataError) else ConfigError)(message)
+    return RuntimeError(message)
 
 
 def record(call: Any, out: Path, run_id: str | None, res: FitResult, history: bool) -> None:
@@ -329,7 +423,7 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
     """Log a finished pipeline's saved results (``results/``, ``summary.json``) to MLflow,
     e.g. once a tracking server that was down is back. Returns the new parent run id."""
     out = Path(output_dir).resolve()
-    state = json.loads((out / STATE_FILE).read_text())
+    state = read_json(out / STATE_FILE, "the pipeline state", "upload needs the folder of a finished pipeline")
     names = [p.stem for p in sorted((out / "results").glob("*.json"))]
     if not names:
         raise PipelineError(f"{out / 'results'}: no saved model results to upload")

@@ -17,6 +17,12 @@ A value the user set explicitly (on the command line: ``--use-gpu``, ``--num-wor
 ``--set run.cpus_per_worker=...``) is never changed: a run that cannot fit it stops at once
 with a :class:`PlacementError` naming the key, what was asked and what the cluster has.
 A value that came from a config file is scaled, and every change is said in one line.
+
+**A local Ray** (started by the scripts) is planned twice: first against the machine (its
+cores and GPUs), which scales what one model asks, then it is started with
+:func:`local_cpus` logical CPUs, enough for every model that would like to train at once
+plus the reserve, so on a small machine the stage-1 fits still run side by side (their
+workers time-share the cores; each worker's torch threads are capped at its CPUs).
 """
 
 from __future__ import annotations
@@ -24,15 +30,26 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from i2m2_ray.config import ConfigError
+
+if TYPE_CHECKING:
+    from i2m2_ray.config import ExperimentConfig
 
 GPU_KEY = "run.use_gpu"
 WORKERS_KEY = "run.num_workers"
 CPUS_KEY = "run.cpus_per_worker"
 
 
-class PlacementError(ValueError):
+class PlacementError(ConfigError):
     """A run asks for more than the cluster has, in a value the user set; the message names
     the key, the ask and what exists."""
+
+
+class ResourceTimeoutError(PlacementError):
+    """A wait for cluster resources outlasted ``run.resource_timeout_s``; the message names
+    what was waited for and what to change."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,23 @@ class Placement:
     ask: Ask
     models_at_once: int
     changes: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """One line for logs and the MLflow ``placement`` param: the changes made (or that
+        the config was kept) and the models trained at once."""
+        what = "; ".join(self.changes) if self.changes else "as configured"
+        return f"{what}; up to {self.models_at_once} model(s) at once"
+
+    def apply(self, cfg: ExperimentConfig) -> None:
+        """Write the (scaled) ask into ``cfg.run``: what the config records is what runs."""
+        cfg.run.num_workers = self.ask.num_workers
+        cfg.run.cpus_per_worker = self.ask.cpus_per_worker
+        cfg.run.use_gpu = self.ask.use_gpu
+
+
+def ask_of(cfg: ExperimentConfig) -> Ask:
+    """One model's ask, from ``cfg.run``."""
+    return Ask(cfg.run.num_workers, float(cfg.run.cpus_per_worker), cfg.run.use_gpu)
 
 
 def plan(
@@ -158,6 +192,27 @@ def plan(
     if gpu:
         at_once = max(1, min(at_once, int(cluster.gpus // workers)))
     return Placement(final, at_once, tuple(changes))
+
+
+def local_cpus(ask: Ask, concurrent: int, machine_cpus: int, reserve: float = 1.0) -> int:
+    """Logical CPUs for a local Ray that runs ``concurrent`` models of ``ask`` at once with
+    ``reserve`` CPUs left for Ray Data: at least the machine's cores, more on a small
+    machine (the models then time-share the cores rather than queue)."""
+    return max(machine_cpus, math.ceil(concurrent * ask.cpus + reserve))
+
+
+# a node type with no upper bound on its count is planned as this many nodes
+UNBOUNDED_NODES = 1024
+
+
+def cluster_of_node_types(node_types: Sequence[tuple[float, float, int]]) -> Cluster:
+    """The largest cluster an autoscaler may build: ``(CPUs, GPUs, max count)`` per node
+    type (count -1: unbounded, planned as :data:`UNBOUNDED_NODES`)."""
+    nodes: list[tuple[float, float]] = []
+    for cpus, gpus, count in node_types:
+        n = UNBOUNDED_NODES if count < 0 else count
+        nodes += [(float(cpus), float(gpus))] * min(n, UNBOUNDED_NODES)
+    return Cluster(tuple(nodes))
 
 
 def cluster_of(nodes: Sequence[dict[str, object]]) -> Cluster:

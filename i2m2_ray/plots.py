@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from i2m2_ray.files import atomic_path
+
 
 def roc_figure(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], title: str, path: str | Path) -> Path:
     """ROC curves, one per label head (one-vs-rest micro average for multi-class heads)."""
@@ -36,7 +38,7 @@ def roc_figure(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
+    with atomic_path(out) as tmp:  # a half-written plot never replaces a whole one
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out

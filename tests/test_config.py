@@ -113,3 +113,72 @@ def test_the_inter_expert_gets_its_own_model_keys() -> None:
     inter = cfg.model.for_expert("inter")
     assert (inter.width, inter.options, inter.inter_expert) == (6, {"a": 1, "b": 3}, {})
     assert cfg.model.for_expert("image") is cfg.model
+
+
+# ---- issue 16: every numeric value has a range; overrides name themselves ---------------
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # NaN never passes, infinity not where a finite number is meant
+        ("train.lr=.nan", r"config key 'train.lr': expected a number, got NaN"),
+        ("train.lr=nan", r"config key 'train.lr': expected a number, got NaN"),  # a string for a number
+        ("train.lr=.inf", r"train.lr must be > 0 and finite, got inf"),
+        ("train.grad_clip=.inf", r"train.grad_clip must be >= 0 and finite"),
+        ("product.lr=-1e-3", r"product.lr must be > 0 and finite, got -0.001"),
+        ("product.weight_decay=-0.1", r"product.weight_decay must be >= 0 and finite, got -0.1"),
+        ("product.weights={inter: -1}", r"product.weights.inter must be a finite exponent >= 0"),
+        ("product.weights={inter: many}", r"config key 'product.weights.inter': expected a number, got 'many'"),
+        ("run.cpus_per_worker=0", r"run.cpus_per_worker must be > 0 and finite, got 0.0"),
+        ("run.seed=-1", r"run.seed must be >= 0, got -1"),
+        ("run.seed=1.5", r"config key 'run.seed': expected an integer, got 1.5"),
+        ("run.max_failures=-2", r"run.max_failures must be >= 0 \(or -1: no limit\), got -2"),
+        ("model.width=0", r"model.width must be >= 1, got 0"),
+        ("model.blocks=[]", r"model.blocks must list at least one stage of >= 1 blocks, got \[\]"),
+        ("model.blocks=[2, 0]", r"model.blocks must list at least one stage of >= 1 blocks, got \[2, 0\]"),
+        ("model.groups=0", r"model.groups must be >= 1, got 0"),
+        ("model.hidden=[16, -4]", r"model.hidden must list layer widths >= 1"),
+        ("model.head_hidden=-1", r"model.head_hidden must be >= 0 \(0: a linear head\), got -1"),
+        ("model.fusion_dim=0", r"model.fusion_dim must be >= 1, got 0"),
+        ("model.inter_expert={width: 0}", r"model.inter_expert.width must be >= 1, got 0"),
+        ("data.crop_size=48", r"data.crop_size \(48\) must be <= data.pad_width \(40\)"),
+        ("data.max_volumes=0", r"data.max_volumes must be >= 1 \(or null: all\), got 0"),
+        ("data.max_samples=-5", r"data.max_samples must be >= 1 \(or null: all\), got -5"),
+        ("data.max_samples=ten", r"config key 'data.max_samples': expected"),
+        ("data.split_seed=-3", r"data.split_seed must be >= 0"),
+        ("train.monitor=''", r"train.monitor must name a validation metric"),
+    ],
+)
+def test_every_numeric_value_has_a_range(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["data.pad_width=40", "data.crop_size=32", override])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "train.epochz=3",
+            r"override 'train.epochz=3': unknown config key\(s\) \['epochz'\] in 'train' "
+            r"\(did you mean 'train.epochs'\?\); known: \[",
+        ),
+        ("trian.lr=0.1", r"override 'trian.lr=0.1': unknown config key\(s\) \['trian'\] in the top level"),
+        ("experiment.name=x", r"override 'experiment.name=x': 'experiment' is a value, not a section"),
+        ("model.blocks=[1,", r"override 'model.blocks=\[1,': the value is not valid YAML"),
+    ],
+)
+def test_an_override_with_an_unknown_key_or_bad_yaml_is_named(tmp_path: Path, override: str, message: str) -> None:
+    """``--set`` (and the smoke and search overrides) name the override itself, not the
+    config file it was merged into."""
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(config, [override])
+
+
+def test_keys_inside_free_form_mappings_pass_the_override_check() -> None:
+    overrides = ["data.options.task=icd9_1", "model.options.text.hidden_size=16", "per_paradigm.inter.lr=1"]
+    cfg = load_config(None, overrides)
+    assert cfg.data.options == {"task": "icd9_1"} and cfg.model.options == {"text": {"hidden_size": 16}}
+    assert cfg.training("inter").lr == 1.0

@@ -68,3 +68,41 @@ def test_cluster_and_explicit_keys_are_read_from_ray_and_the_command_line() -> N
         "run.use_gpu",
     }
     assert explicit_keys(["run={num_workers: 2}"]) == {"run.use_gpu", "run.num_workers", "run.cpus_per_worker"}
+
+
+def test_a_refusal_is_a_config_error_and_a_placement_says_what_changed() -> None:
+    from i2m2_ray.config import ConfigError, load_config
+    from i2m2_ray.placement import ResourceTimeoutError, ask_of
+
+    assert issubclass(PlacementError, ConfigError) and issubclass(ResourceTimeoutError, PlacementError)
+    cfg = load_config(None, ["run.use_gpu=true", "run.cpus_per_worker=4"])
+    p = plan(ask_of(cfg), LAPTOP, concurrent=3)
+    assert p.describe() == (
+        "run.use_gpu: true -> false (the cluster has no GPU); "
+        "run.cpus_per_worker: 4 -> 1 (the largest node's CPUs, less 1 for Ray Data); up to 1 model(s) at once"
+    )
+    p.apply(cfg)  # what the config (and so MLflow) records is what runs
+    assert (cfg.run.use_gpu, cfg.run.cpus_per_worker, cfg.run.num_workers) == (False, 1.0, 1)
+    assert plan(ask_of(cfg), LAPTOP).describe() == "as configured; up to 1 model(s) at once"
+
+
+def test_a_local_ray_is_sized_for_the_models_at_once_plus_the_data() -> None:
+    from i2m2_ray.placement import local_cpus
+
+    # the rule: max(cores, models at once x CPUs per model + 1 for Ray Data)
+    assert local_cpus(Ask(1, 1.0, False), concurrent=3, machine_cpus=2) == 4
+    assert local_cpus(Ask(2, 0.5, False), concurrent=3, machine_cpus=2) == 4
+    assert local_cpus(Ask(1, 1.0, False), concurrent=3, machine_cpus=16) == 16
+    # planned against that local Ray, every model of stage 1 runs at once and a CPU stays free
+    p = plan(Ask(1, 1.0, False), Cluster(((4.0, 0.0),)), concurrent=3)
+    assert p.models_at_once == 3 and p.ask.cpus * p.models_at_once == 4 - 1
+
+
+def test_an_autoscaler_s_node_types_bound_the_cluster() -> None:
+    from i2m2_ray.placement import UNBOUNDED_NODES, cluster_of_node_types
+
+    c = cluster_of_node_types([(4.0, 0.0, 1), (8.0, 1.0, 3)])  # head + up to 3 GPU workers
+    assert (c.cpus, c.gpus, c.largest_node_cpus, len(c.nodes)) == (28.0, 3.0, 8.0, 4)
+    assert len(cluster_of_node_types([(8.0, 0.0, -1)]).nodes) == UNBOUNDED_NODES
+    # planned against it, a GPU config keeps its GPUs though none is up yet
+    assert plan(Ask(2, 4, True), c, explicit={"run.use_gpu"}).ask == Ask(2, 4.0, True)

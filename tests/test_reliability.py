@@ -94,9 +94,7 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
 
 
 @pytest.mark.slow
-def test_the_same_seed_gives_the_same_model(
-    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_the_same_seed_gives_the_same_model(ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path) -> None:
     """Two fits with one seed read the same batches in the same order (run.deterministic):
     every epoch's validation metrics and the test metrics agree to the last digit."""
     first = fit_inter(tmp_path, tiny_fastmri, "first", 0)
@@ -175,3 +173,31 @@ def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> No
                 assert len(client.get_metric_history(r.info.run_id, "val_auroc_mean")) >= 1
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_damaged_epoch_checkpoint_falls_back_to_the_one_before(
+    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Ray Train keeps two checkpoints of a run: when the latest no longer loads (a full disk
+    truncated it), the resumed run starts from the one before; when none loads, the error
+    names the latest file, at once (no restart: it would fail alike)."""
+    from i2m2_ray.training.checkpoint import CheckpointError
+
+    first = fit_inter(tmp_path, tiny_fastmri, "damaged", 0)
+    kept = sorted((tmp_path / "storage" / "damaged").glob("checkpoint_*/model.pt"))
+    assert len(kept) == 2, kept  # the last epoch's and the final one
+    latest = kept[-1]
+    latest.write_bytes(latest.read_bytes()[:100])
+    again = fit_inter(tmp_path, tiny_fastmri, "damaged", 1)  # the same run name: resumes
+    assert again.epochs_run == first.epochs_run == 4 and len(again.history) == 4
+    for path in sorted((tmp_path / "storage" / "damaged").glob("checkpoint_*/model.pt")):
+        path.write_bytes(path.read_bytes()[:100])
+    newest = sorted((tmp_path / "storage" / "damaged").glob("checkpoint_*/model.pt"))[-1]
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"{newest.parent.name}/model.pt: not a readable weights-only") as caught:
+        fit_inter(tmp_path, tiny_fastmri, "damaged", 1)
+    assert "no earlier checkpoint of this run can be read either" in str(caught.value)
+    assert "weights_only=False" not in str(caught.value)
+    print(f"no readable checkpoint: failed after {time.perf_counter() - t0:.0f} s")

@@ -161,3 +161,28 @@ def test_fit_result_round_trip(tmp_path: Path) -> None:
     back = FitResult.load(tmp_path, "inter")
     assert back.test == res.test and back.history == res.history and back.worker_nodes == ["n1"]
     np.testing.assert_array_equal(back.test_probs["acl"], res.test_probs["acl"])
+
+
+def test_tracking_uris_are_shown_with_their_password_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    mask = tracking.mask_credentials
+    assert mask("http://user:pass@host:5000/api") == "http://user:***@host:5000/api"
+    assert mask("at https://a:b%40c@h and s3://k:s@bucket/x") == "at https://a:***@h and s3://k:***@bucket/x"
+    for plain in ("http://host:5000/x", "http://user@host", "sqlite:////tmp/m.db"):
+        assert mask(plain) == plain
+    tracking.Tracker(f"http://alice:s3cret@127.0.0.1:{free_port()}", "/out/results")  # nothing listens
+    said = capsys.readouterr().out
+    assert "MLflow tracking failed" in said and "alice:***@" in said and "s3cret" not in said
+
+
+def test_a_result_keeps_its_checkpoint_relative_so_a_moved_output_folder_resumes(tmp_path: Path) -> None:
+    from i2m2_ray.files import StateFileError
+
+    out = tmp_path / "out"
+    res = FitResult("a", "inter", {}, {}, 1, 1, [], 1.0, str(out / "checkpoints" / "a.pt"))
+    res.save(out / "results")
+    assert '"checkpoint": "checkpoints/a.pt"' in (out / "results" / "a.json").read_text()
+    out.rename(tmp_path / "moved")
+    assert FitResult.load(tmp_path / "moved" / "results", "a").checkpoint == str(tmp_path / "moved/checkpoints/a.pt")
+    (tmp_path / "moved" / "results" / "a.json").write_text('{"name": "a", "parad')
+    with pytest.raises(StateFileError, match=r"results/a.json: the saved result of 'a' is damaged.*delete"):
+        FitResult.load(tmp_path / "moved" / "results", "a")

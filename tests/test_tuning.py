@@ -274,7 +274,9 @@ def test_trial_concurrency_follows_the_cluster() -> None:
     assert trial_concurrency(4, {"CPU": 6}, cfg, trials=40) == 4
     assert trial_concurrency(4, {"CPU": 3}, cfg, trials=40) == 2  # one CPU kept for the data
     assert trial_concurrency(4, {"CPU": 2}, cfg, trials=40) == 1
-    assert trial_concurrency(4, {"CPU": 1}, cfg, trials=40) == 1
+    # one CPU: a trial would take the CPU its data pipeline needs, and wait forever
+    with pytest.raises(ConfigError, match="nothing is left for training"):
+        trial_concurrency(4, {"CPU": 1}, cfg, trials=40)
     assert trial_concurrency(8, {"CPU": 64}, cfg, trials=3) == 3
     two = load_config(REPO / "configs" / "fastmri_demo.yaml", ["run.num_workers=2", "run.cpus_per_worker=2"])
     assert trial_concurrency(8, {"CPU": 17}, two, trials=40) == 4

@@ -14,9 +14,11 @@ import yaml
 
 from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
 from i2m2_ray.data import PLUGINS_ENV, Flag, dataset_names, get_dataset, load_plugins
+from i2m2_ray.placement import GPU_KEY, WORKERS_KEY, explicit_keys
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
-SMOKE_DIR = CONFIG_DIR / "smoke"  # <experiment>.yaml: what --smoke-test merges over the config
+# <experiment>.yaml (the sample) and <experiment>_real.yaml (--data-dir): what --smoke-test merges over the config
+SMOKE_DIR = CONFIG_DIR / "smoke"
 
 
 def build_parser(
@@ -52,9 +54,20 @@ def build_parser(
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.epochs=5 (repeatable)",
     )
-    p.add_argument("--output-dir", help=f"results folder (default: outputs/{experiment})")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers per model")
-    p.add_argument("--use-gpu", action="store_true", default=None, help="train on GPUs")
+    p.add_argument(
+        "--output-dir",
+        help=f"results folder (default: outputs/{experiment}; under `ray job submit`: "
+        f"~/i2m2_ray_outputs/{experiment} on the head node)",
+    )
+    p.add_argument(
+        "--num-workers", type=int, help="Ray Train workers per model (set here: never scaled to the cluster)"
+    )
+    p.add_argument(
+        "--use-gpu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train on GPUs, or not (set here: never changed; else run.use_gpu, dropped on a cluster without GPUs)",
+    )
     p.add_argument("--seed", type=int, help="seed for split, initialisation and shuffling")
     p.add_argument(
         "--storage-path", help="Ray Train storage (local path, NFS, s3://, gs://); default <output-dir>/ray_results"
@@ -63,12 +76,19 @@ def build_parser(
     p.add_argument(
         "--smoke-test",
         action="store_true",
-        help=f"tiny data and model, 1-2 epochs: configs/smoke/{experiment}.yaml merged over the config",
+        help=f"tiny data and model, 1-2 epochs: configs/smoke/{experiment}.yaml merged over the config "
+        f"(with --data-dir: configs/smoke/{experiment}_real.yaml, the real files at their size, a few samples)",
     )
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run in the same --output-dir: finished models are reused",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --output-dir that holds an earlier run, discarding its results, "
+        "checkpoints, plots and state (its MLflow runs stay)",
     )
     for flag in get_dataset(experiment).flags if dataset_flags else ():
         add_flag(p, flag, experiment)
@@ -106,21 +126,25 @@ def default_config(experiment: str, data_dir: str | None) -> Path:
     return CONFIG_DIR / (f"{experiment}.yaml" if data_dir else f"{experiment}_demo.yaml")
 
 
-def smoke_file(experiment: str, config: str | Path | None = None) -> Path | None:
-    """The ``--smoke-test`` settings of ``experiment``: ``smoke/<experiment>.yaml`` beside the
-    chosen config, else ``configs/smoke/<experiment>.yaml``; None when neither exists."""
-    candidates = [Path(config).resolve().parent / "smoke"] if config is not None else []
-    for folder in [*candidates, SMOKE_DIR]:
-        path = folder / f"{experiment}.yaml"
-        if path.is_file():
-            return path
+def smoke_file(experiment: str, config: str | Path | None = None, real_data: bool = False) -> Path | None:
+    """The ``--smoke-test`` settings of ``experiment``: in the ``smoke/`` folder beside the
+    chosen config, else in ``configs/smoke/``, the file ``<experiment>.yaml`` (a tiny
+    generated sample), or with ``real_data`` (``--data-dir``) ``<experiment>_real.yaml``
+    first: the real files at their real sizes, capped to a few samples. None when none
+    exists."""
+    folders = [Path(config).resolve().parent / "smoke"] if config is not None else []
+    names = [f"{experiment}_real.yaml", f"{experiment}.yaml"] if real_data else [f"{experiment}.yaml"]
+    for folder in [*folders, SMOKE_DIR]:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
     return None
 
 
-def smoke_overrides(experiment: str, config: str | Path | None = None) -> list[str]:
-    """The smoke settings as ``key=value`` overrides (one per leaf, so they merge over the
-    config key by key, as the file's mappings do)."""
-    path = smoke_file(experiment, config)
+def smoke_overrides(experiment: str, config: str | Path | None = None, real_data: bool = False) -> list[str]:
+    """The smoke settings (:func:`smoke_file`) as ``key=value`` overrides (one per leaf, so
+    they merge over the config key by key, as the file's mappings do)."""
+    path = smoke_file(experiment, config, real_data)
     if path is None:
         return []
     try:
@@ -150,8 +174,9 @@ def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfi
     path = Path(args.config) if args.config else default_config(experiment, args.data_dir)
     overrides: list[str] = []
     if args.smoke_test:
-        overrides += smoke_overrides(experiment, path)
-        if smoke_file(experiment, path) is None:
+        real_data = args.data_dir is not None
+        overrides += smoke_overrides(experiment, path, real_data)
+        if smoke_file(experiment, path, real_data) is None:
             print(
                 f"note: no smoke settings for '{experiment}' (configs/smoke/{experiment}.yaml); "
                 f"--smoke-test runs {path} as it is",
@@ -163,14 +188,27 @@ def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfi
         overrides.append(f"run.num_workers={args.num_workers}")
     if args.seed is not None:
         overrides.append(f"run.seed={args.seed}")
-    if args.use_gpu:
-        overrides.append("run.use_gpu=true")
+    if args.use_gpu is not None:
+        overrides.append(f"run.use_gpu={'true' if args.use_gpu else 'false'}")
     cfg = load_config(path, overrides)
     if args.data_dir is not None:
         cfg.data.data_dir = args.data_dir
     if args.annotations is not None:
         cfg.data.annotations = args.annotations
     return cfg
+
+
+def explicit_run_keys(args: argparse.Namespace, overrides: Sequence[str] | None = None) -> set[str]:
+    """The ``run.*`` placement keys the command line sets (``--num-workers``,
+    ``--use-gpu`` / ``--no-use-gpu``, ``--set run.X=...``): never scaled to the cluster
+    (:func:`i2m2_ray.placement.plan`). ``overrides``: the ``--set`` values (default:
+    ``args.overrides``)."""
+    keys = explicit_keys(list(args.overrides if overrides is None else overrides))
+    if args.num_workers is not None:
+        keys.add(WORKERS_KEY)
+    if args.use_gpu is not None:
+        keys.add(GPU_KEY)
+    return keys
 
 
 def preparse(argv: Sequence[str]) -> tuple[str | None, list[str]]:

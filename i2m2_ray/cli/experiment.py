@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from i2m2_ray.cli.common import build_parser, import_plugins, preparse, resolve_config
+from i2m2_ray.cli.common import build_parser, explicit_run_keys, import_plugins, preparse, resolve_config
+from i2m2_ray.cli.outputs import resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
 from i2m2_ray.data import DataError, get_dataset
@@ -17,9 +18,11 @@ from i2m2_ray.data import DataError, get_dataset
 def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int:
     """Run one experiment's pipeline; ``experiment`` None: the one ``--experiment`` names
     (``experiments/run.py``, where ``--plugin`` modules may register it). Exit status: 0
-    done, 2 bad config or data."""
+    done, 2 bad config or data, a placement the cluster cannot hold, an output folder
+    that holds an earlier run (without ``--resume`` / ``--overwrite``)."""
     from i2m2_ray.models.registry import check_model
-    from i2m2_ray.pipeline import Pipeline, PipelineError, comparison_table
+    from i2m2_ray.pipeline import Pipeline, comparison_table
+    from i2m2_ray.rundir import check_output_dir
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -34,13 +37,21 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
         dataset = get_dataset(experiment)
         args = build_parser(experiment, choose_experiment=generic).parse_args(argv)
         cfg = resolve_config(experiment, args)
+        explicit = explicit_run_keys(args)
+        out = resolve_output_dir(args.output_dir, experiment, args.storage_path)
+        # before Ray starts: an earlier run's results are never touched without --overwrite
+        check_output_dir(out, args.resume, args.overwrite)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
     import ray
 
-    init_ray(args.address, cfg, concurrent_models=3)  # stage 1: two unimodal experts + inter
+    try:
+        # stage 1: two unimodal experts + inter at once, as far as the cluster holds them
+        placement = init_ray(args.address, cfg, concurrent_models=3, explicit=explicit)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         # before any data are read: on several nodes, what workers write must be shared
         from i2m2_ray import tracking
@@ -53,27 +64,32 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
             prepared = dataset.load(cfg, out)
             # the model section against the data's inputs, for every model to fit
             check_model(cfg, prepared.spec, prepared.info)
-        except (DataError, ConfigError) as exc:
+            print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
+            pipeline = Pipeline(
+                cfg,
+                prepared,
+                out,
+                storage_path=args.storage_path,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                placement=placement,
+            )
+            result = pipeline.run()
+        except (DataError, ConfigError) as exc:  # bad data or config, also found in training
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
-        try:
-            pipeline = Pipeline(cfg, prepared, out, storage_path=args.storage_path, resume=args.resume)
-        except PipelineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        result = pipeline.run()
     finally:
         ray.shutdown()
     print("\nTest metrics per paradigm:")
     print(comparison_table(result.summary, cfg.report.metrics))
     print(f"\nsummary: {out / 'summary.json'}")
+    uri = tracking.mask_credentials(result.tracking_uri)
     if result.tracking_uri.startswith(("http://", "https://")):
-        print(f"MLflow:  open {result.tracking_uri} (experiment '{cfg.experiment}')")
+        print(f"MLflow:  open {uri} (experiment '{cfg.experiment}')")
     elif result.tracking_uri:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         ui = str(mlflow_bin) if mlflow_bin.is_file() else "mlflow"
-        print(f"MLflow:  {ui} ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+        print(f"MLflow:  {ui} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     else:
         print(f"MLflow:  tracking failed; upload later with: python -m i2m2_ray.tracking upload {out}")
     print(json.dumps({"parent_run_id": result.parent_run_id}))

@@ -10,10 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from i2m2_ray.cli.common import CONFIG_DIR, import_plugins, preparse, resolve_config
+from i2m2_ray.cli.common import CONFIG_DIR, explicit_run_keys, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.common import build_parser as pipeline_parser
+from i2m2_ray.cli.outputs import resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
+from i2m2_ray.tracking import mask_credentials
 from i2m2_ray.tuning import (
     SweepOptions,
     SweepResult,
@@ -23,6 +25,7 @@ from i2m2_ray.tuning import (
     ranking_table,
     run_sweep,
 )
+from i2m2_ray.tuning.state import sweep_exists, sweep_exists_message
 
 
 def build_parser(experiment: str) -> argparse.ArgumentParser:
@@ -45,10 +48,13 @@ def build_parser(experiment: str) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once, capped by the cluster (default 2)")
     p.add_argument("--time-budget", type=float, help="stop the sweep after this many seconds")
     p.add_argument("--name", help="sweep name (default: search-<experiment>); --resume continues it")
-    try:
-        p.add_argument("--resume", action="store_true")
-    except argparse.ArgumentError:
-        pass  # the shared parser has it: here it continues an interrupted sweep
+    p.add_argument(
+        "--trust-storage",
+        action="store_true",
+        help="--resume a sweep whose files this user did not (provably) write: restoring it unpickles them",
+    )
+    # --resume continues an interrupted sweep; --overwrite discards one of the same name
+    # (its search/<name>/ folder, trials and components; its MLflow runs stay)
     return p
 
 
@@ -65,12 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown experiment '{experiment}'; known: {dataset_names()}", file=sys.stderr)
         return 2
     args = build_parser(experiment).parse_args(argv)
-    out = Path(args.output_dir or Path("outputs") / experiment).resolve()
     name = args.name or f"search-{experiment}"
     try:
+        explicit = explicit_run_keys(args)  # the command line's own, not the search file's
+        out = resolve_output_dir(args.output_dir, experiment, args.storage_path)
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume continues the sweep and --overwrite discards it: choose one")
         if args.resume:
-            opts = load_sweep_options(out, name)
-            print(f"resuming sweep '{name}' from {opts.storage_path}/{name}", flush=True)
+            opts = load_sweep_options(out, name, trust=args.trust_storage)
+            if args.data_dir is not None and not same_path(args.data_dir, opts.data_dir):
+                started = opts.data_dir or "(none: the generated sample)"
+                raise ConfigError(
+                    f"--resume: the sweep in {opts.sweep_dir} reads --data-dir {started}, not {args.data_dir}; "
+                    "resume with its data, or start another sweep (--name, --overwrite)"
+                )
+            print(f"resuming sweep '{name}' from {opts.experiment_path}", flush=True)
         else:
             if args.trials < 1 or args.max_concurrent < 1:
                 raise ConfigError("--trials and --max-concurrent must be >= 1")
@@ -93,32 +108,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                 storage_path=args.storage_path,
                 data_dir=args.data_dir,
                 annotations=args.annotations,
+                overwrite=args.overwrite,
             )
+            if sweep_exists(opts) and not args.overwrite:  # before Ray starts
+                raise ConfigError(sweep_exists_message(opts))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     import ray
 
-    init_ray(args.address, opts.base, concurrent_models=opts.max_concurrent)
+    try:
+        # the components fit together, then --max-concurrent trials: as far as the cluster holds
+        concurrent = max(opts.max_concurrent, 3)
+        placement = init_ray(args.address, opts.base, concurrent_models=concurrent, explicit=explicit)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opts.fits_at_once, opts.placement = placement.models_at_once, placement.describe()
     try:
         # every node writes trial results and reads the components: shared storage on a cluster
         check_shared_storage([opts.storage, str(out)])
         try:
             prepared = get_dataset(experiment).load(opts.base, out)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
-        try:
+            print(f"data: {prepared.sizes} samples; {prepared.info}", flush=True)
             result = run_sweep(opts, prepared)
-        except ConfigError as exc:
+        except (DataError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     finally:
         ray.shutdown()
     print_result(opts, result)
     return 3 if result.interrupted else 0
+
+
+def same_path(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a == b
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def print_result(opts: SweepOptions, result: SweepResult) -> None:
@@ -144,10 +171,11 @@ def print_result(opts: SweepOptions, result: SweepResult) -> None:
             print(f"  {k:40s} {v:.3f}")
     if result.interrupted:
         print("\nThe sweep was interrupted; continue it with --resume (same --output-dir and --name).")
+    uri = mask_credentials(result.tracking_uri)
     if result.tracking_uri.startswith(("http://", "https://")):
-        print(f"\nMLflow:  open {result.tracking_uri} (experiment '{opts.experiment}-search')")
+        print(f"\nMLflow:  open {uri} (experiment '{opts.experiment}-search')")
     else:
-        print(f"\nMLflow:  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000")
+        print(f"\nMLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     print(
         json.dumps({"parent_run_id": result.parent_run_id, "best_trial": result.best.trial_id if result.best else None})
     )

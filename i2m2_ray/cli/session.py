@@ -1,37 +1,130 @@
-"""The Ray session of a command: join a cluster or start a local Ray, and check that what
-workers write is shared between nodes."""
+"""The Ray session of a command: join a cluster or start a local Ray, plan what the run
+asks of it (:func:`i2m2_ray.placement.plan`), and check that what workers write is shared
+between nodes."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from i2m2_ray.config import ExperimentConfig
+from i2m2_ray.placement import (
+    Cluster,
+    Placement,
+    PlacementError,
+    ask_of,
+    cluster_of,
+    cluster_of_node_types,
+    local_cpus,
+    plan,
+)
+
+# Ray's switch for a Ray that is local to one machine: its node IP stays the loopback
+# address (ray.init otherwise turns 127.0.0.1 into the machine's address), so every server
+# of the local Ray (GCS, raylet, workers, agents, dashboard) listens on 127.0.0.1 only.
+# Read by ray._private.services.get_node_ip_address (Ray 2.60).
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int, attempts: int = 3) -> None:
-    """Connect to a cluster, or start a local Ray with enough logical CPUs for the
-    concurrent trainers plus the data pipeline (torch threads are capped per worker).
+def init_ray(
+    address: str | None,
+    cfg: ExperimentConfig,
+    concurrent_models: int,
+    explicit: Collection[str] = (),
+    attempts: int = 3,
+) -> Placement:
+    """Connect to a cluster, or start a local Ray, and fit ``cfg.run`` to it.
 
-    The local Ray's dashboard listens on 127.0.0.1 on a free port, and its workers are told
-    where (``RAY_API_SERVER_ADDRESS``): Ray Train frees the placement group of a run whose
+    The placement is planned for ``concurrent_models`` models at once
+    (:func:`i2m2_ray.placement.plan`): values not in ``explicit`` are scaled (and ``cfg.run``
+    updated, one line printed per change), an explicit value that cannot fit raises
+    :class:`~i2m2_ray.placement.PlacementError`. A cluster is planned against the largest
+    size its autoscaler may reach when Ray publishes its node types, else against its alive
+    nodes. A local Ray is planned against the machine first (a refusal comes before Ray
+    starts), then started with :func:`~i2m2_ray.placement.local_cpus` logical CPUs, every
+    service bound to 127.0.0.1.
+
+    The local Ray's dashboard listens on a free port, and its workers are told where
+    (``RAY_API_SERVER_ADDRESS``): Ray Train frees the placement group of a run whose
     controller died through the state API, which otherwise looks for "the" Ray on this
     machine and fails when several run. Ray gives a starting node 30 s to register and its
     dashboard 60 s to come up; on a loaded machine that can run out, so the dashboard gets
     240 s (unless ``RAY_DASHBOARD_STARTUP_TIMEOUT_S`` says otherwise) and a failed start is
     retried (``attempts`` in all).
     """
-    import socket
-
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
+    first: Placement | None = None
     if address:
         ray.init(address=address, log_to_driver=True)
-        return
-    needed = int(concurrent_models * cfg.run.num_workers * cfg.run.cpus_per_worker) + 2
+    else:  # planned against the machine first: a refusal comes before Ray starts
+        machine_cpus = os.cpu_count() or 1
+        first = plan(ask_of(cfg), Cluster(((float(machine_cpus), float(local_gpus())),)), explicit, concurrent_models)
+        first.apply(cfg)
+        start_local_ray(local_cpus(first.ask, concurrent_models, machine_cpus), attempts)
+    try:
+        placement = plan(ask_of(cfg), planning_cluster(), explicit, concurrent_models)
+    except PlacementError:
+        ray.shutdown()
+        raise
+    if first is not None:
+        placement = Placement(placement.ask, placement.models_at_once, first.changes + placement.changes)
+    placement.apply(cfg)
+    for change in placement.changes:
+        print(f"placement: {change}", flush=True)
+    return placement
+
+
+def local_gpus() -> int:
+    """GPUs this machine shows torch (``CUDA_VISIBLE_DEVICES`` applies); 0 without torch."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def planning_cluster() -> Cluster:
+    """What the connected cluster can hold: the largest size its autoscaler may reach, when
+    Ray publishes the autoscaler's node types (autoscaler v2: KubeRay, the cluster launcher
+    with v2 on; Ray Train reads the same record), else the alive nodes (a fixed cluster,
+    or a v1 autoscaler; a fit waiting for nodes that never come ends after
+    ``run.resource_timeout_s``)."""
+    import ray
+
+    alive = cluster_of(ray.nodes())
+    try:  # a private API, the one Ray Train's own "can this ever fit" check uses
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:
+        config = None
+    if config is None or not config.node_group_configs:
+        return alive
+    types = [
+        (float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)), int(g.max_count))
+        for g in config.node_group_configs
+    ]
+    limit = cluster_of_node_types(types)
+    return limit if limit.cpus >= alive.cpus and limit.gpus >= alive.gpus else alive
+
+
+def start_local_ray(num_cpus: int, attempts: int = 3) -> None:
+    """A local Ray of ``num_cpus`` logical CPUs, every service on 127.0.0.1 (see
+    :func:`init_ray`)."""
+    import socket
+
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    # Ray's local-only mode, for this process (read at import, so set on the module too)
+    # and for the processes the local Ray starts (they inherit the environment)
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     # Ray waits 60 s for the dashboard by default; a busy machine can need longer
     os.environ.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "240")
     for attempt in range(1, attempts + 1):
@@ -41,12 +134,13 @@ def init_ray(address: str | None, cfg: ExperimentConfig, concurrent_models: int,
         try:
             ray.init(
                 address="local",
-                num_cpus=max(os.cpu_count() or 1, needed),
+                num_cpus=num_cpus,
                 include_dashboard=True,
                 dashboard_host="127.0.0.1",
                 dashboard_port=port,
                 log_to_driver=True,
                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                _node_ip_address="127.0.0.1",
             )
             return
         except Exception as exc:  # Ray raises a bare Exception when the node times out

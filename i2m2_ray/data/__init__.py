@@ -20,8 +20,13 @@ built from (``info["inputs"]``: modality -> shape of one sample; see
   also checks the ``model`` section against the facts before any training starts;
 * dataset-specific command-line options are declared as :class:`Flag` data, which the
   experiment scripts turn into ``argparse`` options;
-* ``--smoke-test`` settings are ``configs/smoke/<name>.yaml``; the metrics of the final
-  table are the config's ``report.metrics``.
+* ``--smoke-test`` settings are ``configs/smoke/<name>.yaml`` (``<name>_real.yaml`` with
+  ``--data-dir``); the metrics of the final table are the config's ``report.metrics``;
+* an optional ``check_config(cfg)`` method checks the ``data`` settings without reading a
+  file (:func:`check_data_config`: before Ray starts, and for every search-space choice).
+
+A reader run in ``map_batches`` raises :class:`DataError` naming the file, field and row;
+:func:`data_error_from` finds it again in the errors Ray wraps it in.
 
 **Lookup**: :func:`get_dataset` finds the five built-ins (imported on first use), datasets
 registered by importing a plugin module (``--plugin MODULE`` of ``experiments/run.py``, or
@@ -32,11 +37,12 @@ registered by importing a plugin module (``--plugin MODULE`` of ``experiments/ru
 
 from __future__ import annotations
 
-from i2m2_ray.data.base import FACTS, DataError, Dataset, Flag, PreparedData
+from i2m2_ray.data.base import FACTS, DataError, Dataset, Flag, PreparedData, data_error_from
 from i2m2_ray.data.registry import (
     BUILTINS,
     ENTRY_POINT_GROUP,
     PLUGINS_ENV,
+    check_data_config,
     dataset_names,
     get_dataset,
     load_plugins,
@@ -52,6 +58,8 @@ __all__ = [
     "Dataset",
     "Flag",
     "PreparedData",
+    "check_data_config",
+    "data_error_from",
     "dataset_names",
     "get_dataset",
     "load_plugins",

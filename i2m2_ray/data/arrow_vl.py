@@ -54,6 +54,61 @@ def as_list(value: Any, path: Path, column: str, row: int) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def check_binary_columns(table: pa.Table, path: Path, columns: Sequence[str]) -> None:
+    """Image columns must hold bytes (Arrow ``binary``): checked on the driver from the
+    schema, so a column of strings or numbers fails here and not in a Ray Data task."""
+    for column in columns:
+        kind = table.schema.field(column).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)):
+            raise DataError(f"{path}: column '{column}' has type {kind}; expected binary (encoded image bytes)")
+
+
+def whole_number(value: Any, at: str, column: str, what: str) -> int:
+    """An integer cell (a whole float is accepted); strings, booleans and fractions are errors."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise DataError(f"{at}: '{column}' holds {value!r} ({type(value).__name__}); expected whole-number {what}")
+
+
+def check_options(opts: dict[str, Any], limit: str) -> dict[str, Any]:
+    """Values of the options both vision-language readers share; ``limit`` names the
+    dataset's per-split cap (``max_questions``, ``max_sentences``)."""
+
+    def whole(key: str, low: int, none_ok: bool = False) -> None:
+        v = opts[key]
+        if (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+            return
+        raise DataError(f"data.options.{key} must be a whole number >= {low}{' or null' if none_ok else ''}, got {v!r}")
+
+    whole("image_size", 1)
+    whole("max_text_length", 2)  # [CLS] and [SEP]
+    whole(limit, 1, none_ok=True)
+    if not isinstance(opts["cache"], bool):
+        raise DataError(f"data.options.cache must be true or false, got {opts['cache']!r}")
+    if opts["tokenizer"] is not None and not (isinstance(opts["tokenizer"], str) and opts["tokenizer"]):
+        raise DataError(f"data.options.tokenizer must be a pretrained name or path, or null, got {opts['tokenizer']!r}")
+    if opts["files"] is not None and not isinstance(opts["files"], Mapping):
+        raise DataError(f"data.options.files must map splits to file stems, got {opts['files']!r}")
+    return opts
+
+
+def decode_cell(data: Any, size: int, path: str, row: int, column: str) -> np.ndarray:
+    """One image cell -> :func:`decode_image`; an empty, non-bytes or undecodable cell is a
+    :class:`DataError` naming the file, row and column."""
+    if not data:
+        raise DataError(f"{path}, row {row}: column '{column}' is empty")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DataError(
+            f"{path}, row {row}: column '{column}' holds {type(data).__name__}; expected encoded image bytes"
+        )
+    try:
+        return decode_image(bytes(data), size)
+    except Exception as exc:  # Pillow raises OSError, ValueError, DecompressionBombError...
+        raise DataError(f"{path}, row {row}: '{column}' is not a readable image ({exc})") from None
+
+
 def decode_image(data: bytes, size: int) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, ...) -> ``(3, size, size)`` float32 RGB in [-1, 1]."""
     from PIL import Image

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from i2m2_ray.config import ExperimentConfig
+from i2m2_ray.config import ConfigError, ExperimentConfig
 from i2m2_ray.data.arrays import (
     NUMERIC_KINDS,
     check_array,
@@ -57,7 +57,9 @@ from i2m2_ray.data.base import (
     index_dataset,
     label_column,
     quiet_data_context,
+    sample_settings,
     shuffle_seed,
+    spaced,
 )
 from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
@@ -70,6 +72,7 @@ CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)
 AUDIO_SIDE = 112
 OPTIONS = {"audio_pool": 1}  # data.options known to this dataset, with defaults
+SAMPLE = {"train": 6000, "test": 1500, "seed": 0}  # data.sample: avmnist_sample.write_sample's settings
 ROWS_PER_BLOCK = 500
 
 
@@ -194,10 +197,11 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
             f"{root}: {len(train_digits)} training and {len(test_digits)} test rows; need at least 12 and 1 "
             "(validation takes the last 5/60 of the train files)"
         )
-    rows = {
-        "train": np.arange(n_train),  # shuffled globally every epoch (files may be sorted by digit)
-        "val": np.arange(n_train, n_train + n_val),
-        "test": np.arange(len(test_digits)),
+    cap = cfg.data.max_samples  # evenly spaced rows of each split (files may be sorted by digit)
+    rows = {  # the training split is shuffled globally every epoch
+        "train": spaced(n_train, cap),
+        "val": n_train + spaced(n_val, cap),
+        "test": spaced(len(test_digits), cap),
     }
     digits = {"train": train_digits, "val": train_digits, "test": test_digits}
     files = {"train": train_paths, "val": train_paths, "test": test_paths}
@@ -212,7 +216,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
             blocks=min(len(idx) // ROWS_PER_BLOCK, 64),
             shuffle_seed=shuffle_seed(cfg) if split == "train" else None,
         )
-    counts = np.bincount(train_digits[:n_train], minlength=CLASSES)
+    counts = np.bincount(train_digits[rows["train"]], minlength=CLASSES)
     side = AUDIO_SIDE // opts["audio_pool"]
     info = {
         "train_file_rows": len(train_digits),
@@ -229,6 +233,18 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
     )
 
 
+def check_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``data`` settings this dataset reads, checked without reading any file; returns
+    the generated sample's settings."""
+    if cfg.data.annotations is not None:
+        raise DataError("--annotations is not used by avmnist (labels are the {train,test}_labels.npy files)")
+    options(cfg)
+    s = sample_settings(cfg, SAMPLE, "avmnist")
+    if s["train"] < 12:
+        raise ConfigError(f"data.sample.train must be >= 12 (validation takes the last 5/60), got {s['train']}")
+    return s
+
+
 SAMPLE_VERSION = 2  # bump when the generator changes, so stale samples are rewritten
 
 
@@ -241,23 +257,20 @@ class AVMNIST(Dataset):
         sample under ``work_dir/sample_data``."""
         from i2m2_ray.data.avmnist_sample import write_sample
 
+        s = self.check_config(cfg)
         data_dir = cfg.data.data_dir
-        if cfg.data.annotations is not None:
-            raise DataError("--annotations is not used by avmnist (labels are the {train,test}_labels.npy files)")
         if data_dir is None:
-            s = dict(cfg.data.sample)
             sample_dir = Path(work_dir) / "sample_data"
             marker = sample_dir / "sample.json"
-            wanted = {**s, "generator": SAMPLE_VERSION}
+            wanted = {**cfg.data.sample, "generator": SAMPLE_VERSION}
             if not marker_matches(marker, wanted):
                 sample_dir.mkdir(parents=True, exist_ok=True)
                 marker.unlink(missing_ok=True)
-                write_sample(
-                    sample_dir,
-                    train=int(s.get("train", 6000)),
-                    test=int(s.get("test", 1500)),
-                    seed=int(s.get("seed", 0)),
-                )
+                write_sample(sample_dir, **s)
                 write_marker(marker, wanted)
             data_dir = str(sample_dir)
         return prepare(cfg, data_dir)
+
+    def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
+        return check_config(cfg)

@@ -10,11 +10,16 @@ names from those facts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+
+from i2m2_ray.config import ConfigError
 from i2m2_ray.spec import TaskSpec, label_column
 
 __all__ = [
@@ -23,10 +28,15 @@ __all__ = [
     "Dataset",
     "Flag",
     "PreparedData",
+    "GuardedReader",
+    "capped",
+    "data_error_from",
     "index_dataset",
     "label_column",
     "quiet_data_context",
+    "sample_settings",
     "shuffle_seed",
+    "spaced",
 ]
 
 if TYPE_CHECKING:
@@ -46,7 +56,11 @@ FACTS = {
 
 
 class DataError(ValueError):
-    """Bad input data; the message names the file, the field and what was expected."""
+    """Bad input data; the message names the file, the field and what was expected.
+
+    Messages are one line. Raised inside a Ray Data transform, it reaches the driver wrapped
+    in Ray's errors; :func:`data_error_from` digs it out again.
+    """
 
 
 @dataclass
@@ -115,6 +129,10 @@ class Dataset(Protocol):
     puts the input facts (:data:`FACTS`) in ``info``. It builds no model.
 
     ``flags`` are the dataset's own command-line options (:class:`Flag`).
+
+    Optionally, ``check_config(cfg)`` checks the ``data`` settings the dataset reads without
+    reading a file (:func:`i2m2_ray.data.check_data_config` runs it before Ray starts and for
+    every search-space choice); ``load`` honours ``data.max_samples`` (samples per split).
     """
 
     name: ClassVar[str] = ""
@@ -135,6 +153,9 @@ def quiet_data_context(deterministic: bool = True) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
+    # a reader's DataError leaves the task as itself, not as "UDF failed to process a data
+    # block" with the message two causes down (data_error_from finds it either way)
+    ctx.raise_original_map_exception = True
 
 
 def index_dataset(
@@ -160,7 +181,7 @@ def index_dataset(
     index: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, blocks))
     if shuffle_seed is not None and not cache:
         index = index.random_shuffle(seed=_reseeded(shuffle_seed))
-    ds: ray.data.Dataset = index.map_batches(reader, batch_size=batch_size, batch_format="numpy")
+    ds: ray.data.Dataset = index.map_batches(GuardedReader(reader), batch_size=batch_size, batch_format="numpy")
     if cache:
         ds = ds.materialize()
         if shuffle_seed is not None:
@@ -177,3 +198,146 @@ def _reseeded(seed: int) -> Any:
 def shuffle_seed(cfg: Any) -> int | None:
     """The training split's shuffle seed: ``run.seed`` when ``train.shuffle`` is on."""
     return int(cfg.run.seed) if cfg.train.shuffle else None
+
+
+class GuardedReader:
+    """A reader UDF whose unexpected errors become :class:`DataError` naming the reader, the
+    files and the rows of the batch (a reader raises DataError itself for what it checks).
+    Errors of the machine rather than the rows (memory, a lost connection) pass as they are."""
+
+    PASSED_ON = (DataError, MemoryError, ConnectionError, TimeoutError)
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            out: dict[str, np.ndarray] = self.reader(batch)
+        except self.PASSED_ON:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).splitlines() or [""])[0]
+            raise DataError(
+                f"{_batch_files(self.reader, batch)}, {_batch_rows(batch)}: {type(self.reader).__name__} failed "
+                f"({type(exc).__name__}: {first_line})"
+            ) from exc
+        return out
+
+
+def _batch_files(reader: Any, batch: Mapping[str, np.ndarray]) -> str:
+    if "path" in batch:
+        files = list(dict.fromkeys(str(p) for p in np.asarray(batch["path"]).tolist()))
+    else:
+        files = [str(p) for p in dict(getattr(reader, "paths", {}) or {}).values()]
+    return ", ".join(files) if files else "(no file)"
+
+
+def _batch_rows(batch: Mapping[str, np.ndarray]) -> str:
+    for key in ("row", "slice"):
+        if key in batch:
+            rows = [int(r) for r in np.asarray(batch[key]).tolist()]
+            shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+            return f"{key}s {shown}"
+    return "a batch"
+
+
+# what Ray Data appends to the message of an exception it passes on from a UDF
+_RAY_NOTE = re.compile(r"\s*Failed to apply UDF transform after .*", re.DOTALL)
+_MESSAGE_LINE = re.compile(r"(?:^|\n)[\w.]*DataError: ([^\n]+)")
+
+
+def data_error_from(exc: BaseException) -> DataError | None:
+    """The :class:`DataError` behind an error raised while Ray ran a reader, or None.
+
+    A DataError raised in a ``map_batches`` reader reaches the driver wrapped: as
+    ``RayTaskError(DataError)`` from ``iter_batches``, inside a Ray Train
+    ``WorkerGroupError.worker_failures``, inside a ``RayTaskError`` of the task that ran the
+    trainer, as the ``__cause__`` of Ray Data's ``UserCodeException``, or only as text (a
+    traceback in a message). The wrappers are searched breadth first; when no DataError
+    object is found, the last ``DataError: <message>`` line of their text is used.
+    """
+    text_match: str | None = None
+    for e in _wrapped(exc):
+        if isinstance(e, DataError) and not _is_ray_wrapper(e):
+            message = _RAY_NOTE.sub("", str(e.args[0]) if e.args else str(e)).strip()
+            return DataError(message.splitlines()[0] if message else message)
+        if text_match is None:
+            found = _MESSAGE_LINE.findall(str(e))
+            if found:
+                text_match = found[-1].strip()
+    return DataError(text_match) if text_match else None
+
+
+def _wrapped(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps, breadth first, each once."""
+    queue: list[Any] = [exc]
+    seen: set[int] = set()
+    while queue:
+        e = queue.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        queue += [getattr(e, "cause", None), getattr(e, "controller_failure", None), e.__cause__, e.__context__]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, Mapping):
+            queue += list(failures.values())
+        queue += list(getattr(e, "exceptions", None) or ())  # an ExceptionGroup's
+
+
+def _is_ray_wrapper(e: BaseException) -> bool:
+    """A ``RayTaskError(DataError)``: Ray's copy of the error, whose text is the remote traceback."""
+    try:
+        from ray.exceptions import RayError
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return False
+    return isinstance(e, RayError)
+
+
+T = TypeVar("T")
+
+
+def spaced(n: int, limit: int | None) -> np.ndarray:
+    """Positions of at most ``limit`` of ``n`` items, evenly spaced and in order (all when
+    ``limit`` is None): a quick run (``data.max_samples``) sees rows from the whole split,
+    not only its start, which may be sorted by class."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+def capped(items: Sequence[T], limit: int | None) -> list[T]:
+    """At most ``limit`` of ``items`` (:func:`spaced`)."""
+    return [items[int(i)] for i in spaced(len(items), limit)]
+
+
+def sample_settings(cfg: Any, defaults: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """``data.sample`` (the generated sample's settings) over ``defaults``; an unknown key or
+    a value of the wrong kind is a :class:`ConfigError` naming ``data.sample.<key>``.
+
+    Integers must be whole numbers >= 1 (``seed`` >= 0), floats finite numbers in [0, 1];
+    a default of None or a mapping takes any value of that kind.
+    """
+    given = dict(cfg.data.sample)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown data.sample key(s) {unknown} for {dataset}; known: {sorted(defaults)}")
+    out = {**defaults, **given}
+    for key, value in given.items():
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            low = 0 if key == "seed" else 1
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            want = f"a whole number >= {low}"
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            ok, want = ok and 0.0 <= value <= 1.0, "a number in [0, 1]"
+        elif isinstance(default, Mapping) or default is None:
+            ok, want = value is None or isinstance(value, Mapping), "a mapping"
+        else:
+            ok, want = True, ""
+        if not ok:
+            raise ConfigError(f"data.sample.{key} must be {want}, got {value!r}")
+    return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -30,14 +31,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.fft
 
-from i2m2_ray.config import ExperimentConfig
+from i2m2_ray.config import ConfigError, ExperimentConfig
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
     PreparedData,
+    capped,
     index_dataset,
     label_column,
     quiet_data_context,
+    sample_settings,
     shuffle_seed,
 )
 from i2m2_ray.data.registry import register_dataset
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 LABELS = ("abnormal", "acl", "cartilage", "mtear")
 MODALITIES = ("magnitude", "phase")
 KNEE_CSV_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
+OPTIONS = {"skip_absent_volumes": False}  # data.options known to this dataset, with defaults
+# data.sample: the generated sample's settings (fastmri_sample.write_sample), with defaults
+SAMPLE = {"volumes": 40, "slices": 8, "height": 640, "width": 368, "seed": 0}
 _FILE_RE = re.compile(r"^file\w+$")
 
 
@@ -119,11 +125,15 @@ def read_annotations(annotations_dir: str | Path) -> Annotations:
             except ValueError:
                 raise DataError(f"{csv_path}, line {lineno}: field 'label' is empty") from None
             try:
-                sl = int(float(row["slice"]))
+                value = float(row["slice"])
             except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value.is_integer() and value >= 0):
                 raise DataError(
                     f"{csv_path}, line {lineno}: field 'slice' is {row['slice']!r}, expected an integer"
-                ) from None
+                    " slice number >= 0"
+                )
+            sl = int(value)
             if volume not in reviewed_set:
                 raise DataError(
                     f"{csv_path}, line {lineno}: volume '{volume}' is labelled but not listed in {list_path.name}"
@@ -153,6 +163,8 @@ def inspect_volume(path: Path) -> tuple[int, int, int]:
                 raise DataError(f"{path}: 'kspace' has shape {ds.shape}; expected (slices, height, width)")
             if not np.issubdtype(ds.dtype, np.complexfloating):
                 raise DataError(f"{path}: 'kspace' has dtype {ds.dtype}; expected complex64")
+            if 0 in ds.shape:
+                raise DataError(f"{path}: 'kspace' is empty (shape {ds.shape}); expected (slices, height, width)")
             return int(ds.shape[0]), int(ds.shape[1]), int(ds.shape[2])
     except OSError as exc:
         raise DataError(f"{path}: cannot be read as HDF5 ({exc})") from None
@@ -260,9 +272,15 @@ class SlicePreprocessor:
             if kspace is None:
                 kspace = np.zeros((n, data.shape[1], self.pad_width), dtype=np.complex64)
                 signed = data.shape[1] % 2 == 0 and self.pad_width % 2 == 0
-            if not np.all(np.isfinite(data)):
-                raise DataError(f"{path}: 'kspace' holds NaN or inf values")
+            finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
+            if not finite.all():
+                raise DataError(f"{path}: 'kspace' holds NaN or inf values in slice {int(wanted[~finite][0])}")
             h, w = data.shape[-2:]
+            if h != kspace.shape[1] or w > self.pad_width:
+                raise DataError(
+                    f"{path}: 'kspace' slices are {h}x{w}; this batch needs height {kspace.shape[1]} "
+                    f"and width <= {self.pad_width} (the volume changed after it was indexed?)"
+                )
             left = (self.pad_width - w) // 2
             if signed:  # zero-fill and the centring signs in one pass (see kspace_to_image)
                 data = data * kspace_signs(h, w, left)
@@ -280,7 +298,7 @@ def build_index(
     """One row per slice of every reviewed, present volume of acceptable width."""
     ann = read_annotations(annotations_dir)
     volumes = find_volumes(data_dir)
-    opts = cfg.data.options
+    opts = options(cfg)
     absent = [v for v in ann.reviewed if v not in volumes]
     if absent and not opts.get("skip_absent_volumes", False):
         raise DataError(
@@ -291,9 +309,10 @@ def build_index(
     rows: list[dict[str, Any]] = []
     info: Counter[str] = Counter(absent_volumes=len(absent), study_level_rows=ann.study_level_rows)
     names = [v for v in ann.reviewed if v in volumes]
-    if cfg.data.max_volumes is not None:
-        names = names[: cfg.data.max_volumes]
+    first_height: tuple[str, int] | None = None
     for name in names:
+        if cfg.data.max_volumes is not None and info["volumes"] >= cfg.data.max_volumes:
+            break  # the first max_volumes usable volumes (a quick run on real data)
         n_slices, height, width = inspect_volume(volumes[name])
         if width > cfg.data.pad_width:
             info["skipped_wide_volumes"] += 1
@@ -302,6 +321,13 @@ def build_index(
             raise DataError(
                 f"{volumes[name]}: 'kspace' is {height}x{width}; data.crop_size={cfg.data.crop_size} "
                 f"needs height and data.pad_width >= the crop"
+            )
+        if first_height is None:
+            first_height = (name, height)
+        elif height != first_height[1]:
+            raise DataError(
+                f"{volumes[name]}: 'kspace' has height {height}, but {first_height[0]} has {first_height[1]}; "
+                "every volume must have the same height (slices of several volumes share a batch)"
             )
         info["volumes"] += 1
         for s in range(n_slices):
@@ -385,11 +411,11 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
     datasets: dict[str, ray.data.Dataset] = {}
     sizes: dict[str, int] = {}
     for name in split:
-        part = [r for r in rows if where[r["volume"]] == name]
+        part = capped([r for r in rows if where[r["volume"]] == name], cfg.data.max_samples)
         sizes[name] = len(part)
         seed = shuffle_seed(cfg) if name == "train" else None
         datasets[name] = slice_dataset(part, cfg.data.pad_width, cfg.data.crop_size, seed)
-    train = [r for r in rows if where[r["volume"]] == "train"]
+    train = capped([r for r in rows if where[r["volume"]] == "train"], cfg.data.max_samples)
     counts = {h: [sum(1 for r in train if r[label_column(h)] == c) for c in (0, 1)] for h in LABELS}
     info.update({f"{k}_volumes": len(v) for k, v in split.items()})
     info["split_seed"] = split_seed
@@ -402,6 +428,37 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
         sizes=sizes,
         info=info,
     )
+
+
+def options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``data.options`` with defaults; an unknown key or a bad value is an error."""
+    unknown = sorted(set(cfg.data.options) - set(OPTIONS))
+    if unknown:
+        raise DataError(f"unknown data.options key(s) {unknown} for fastmri; known: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **cfg.data.options}
+    if not isinstance(opts["skip_absent_volumes"], bool):
+        raise DataError(f"data.options.skip_absent_volumes must be true or false, got {opts['skip_absent_volumes']!r}")
+    return opts
+
+
+def check_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``data`` settings this dataset reads, checked without reading any file: the
+    options, and for the generated sample (no ``data.data_dir``) its settings against the
+    crop and pad width. Returns the sample's settings."""
+    options(cfg)
+    s = sample_settings(cfg, SAMPLE, "fastmri")
+    if cfg.data.data_dir is None:
+        if s["width"] > cfg.data.pad_width:
+            raise ConfigError(
+                f"data.sample.width ({s['width']}) must be <= data.pad_width ({cfg.data.pad_width}): "
+                "every generated volume would be skipped as too wide"
+            )
+        if cfg.data.crop_size > s["height"]:
+            raise ConfigError(
+                f"data.crop_size ({cfg.data.crop_size}) must be <= data.sample.height ({s['height']}), "
+                "the generated sample's k-space height"
+            )
+    return s
 
 
 SAMPLE_VERSION = 5  # bump when the generator changes, so stale samples are rewritten
@@ -418,25 +475,21 @@ class FastMRI(Dataset):
 
         from i2m2_ray.data.fastmri_sample import write_sample
 
+        s = self.check_config(cfg)
         data_dir, annotations = cfg.data.data_dir, cfg.data.annotations
         if data_dir is None:
-            s = dict(cfg.data.sample)
             sample_dir = Path(work_dir) / "sample_data"
             marker = sample_dir / "sample.json"
-            wanted = {**s, "pad_width": cfg.data.pad_width, "crop": cfg.data.crop_size, "generator": SAMPLE_VERSION}
+            wanted = {**cfg.data.sample, "pad_width": cfg.data.pad_width, "crop": cfg.data.crop_size}
+            wanted["generator"] = SAMPLE_VERSION
             if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-                write_sample(
-                    sample_dir,
-                    volumes=int(s.get("volumes", 40)),
-                    slices=int(s.get("slices", 8)),
-                    height=int(s.get("height", 640)),
-                    width=int(s.get("width", 368)),
-                    pad_width=cfg.data.pad_width,
-                    crop=cfg.data.crop_size,
-                    seed=int(s.get("seed", 0)),
-                )
+                write_sample(sample_dir, **s, pad_width=cfg.data.pad_width, crop=cfg.data.crop_size)
                 marker.write_text(json.dumps(wanted))
             data_dir, annotations = str(sample_dir / "knee"), str(sample_dir / "Annotations")
         if annotations is None:
             raise DataError("--annotations is required with --data-dir (the fastMRI+ Annotations folder)")
         return prepare(cfg, data_dir, annotations)
+
+    def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
+        return check_config(cfg)

@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from i2m2_ray.config import ExperimentConfig
+from i2m2_ray.config import ConfigError, ExperimentConfig
 from i2m2_ray.data.arrays import (
     FLAG_KINDS,
     NUMERIC_KINDS,
@@ -82,7 +82,9 @@ from i2m2_ray.data.base import (
     index_dataset,
     label_column,
     quiet_data_context,
+    sample_settings,
     shuffle_seed,
+    spaced,
 )
 from i2m2_ray.data.registry import register_dataset
 from i2m2_ray.spec import TaskSpec
@@ -103,6 +105,7 @@ TASKS = {"mortality": 6, "icd9_1": 2, "icd9_7": 2}  # task -> classes (the head 
 # the recipe's model selection: validation accuracy for mortality, AUPRC for the ICD-9 tasks
 MONITOR = {"mortality": "accuracy", "icd9_1": "auprc", "icd9_7": "auprc"}
 OPTIONS: dict[str, Any] = {"task": "mortality", "trust_pickle": False, "zscore": "all"}
+SAMPLE = {"samples": 10000, "seed": 0}  # data.sample: mimic_sample.write_sample's settings
 ZSCORE = ("all", "train")
 SPLIT_SEED = 10
 SOURCE_NAMES = ("im.npz", "im.pk")
@@ -353,6 +356,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
             raise DataError(f"{source}: the '{name}' split is empty ({len(labels)} samples; at least 10 are needed)")
     stat_rows = np.sort(rows["train"]) if opts["zscore"] == "train" else np.arange(len(labels))
     stats = zscore_stats(static, series, stat_rows)
+    rows = {name: r[spaced(len(r), cfg.data.max_samples)] for name, r in rows.items()}  # a quick run: fewer
     quiet_data_context(cfg.run.deterministic)
     reader = MIMICReader(str(files["static"]), str(files["timeseries"]), stats, task)
     datasets: dict[str, ray.data.Dataset] = {}
@@ -382,6 +386,20 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
         sizes={name: len(r) for name, r in rows.items()},
         info=info,
     )
+
+
+def check_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``data`` settings this dataset reads, checked without reading any file; returns
+    the generated sample's settings."""
+    if cfg.data.annotations is not None:
+        raise DataError("--annotations is not used by mimic (the labels are inside im.pk)")
+    options(cfg)
+    s = sample_settings(cfg, SAMPLE, "mimic")
+    if s["samples"] < 10:
+        raise ConfigError(
+            f"data.sample.samples must be >= 10 (validation and test take N // 10 each), got {s['samples']}"
+        )
+    return s
 
 
 # ---- the dataset ---------------------------------------------------------------------
@@ -416,24 +434,24 @@ class MIMIC(Dataset):
         and prepare that."""
         from i2m2_ray.data.mimic_sample import write_sample
 
+        s = self.check_config(cfg)
         data_dir = cfg.data.data_dir
-        if cfg.data.annotations is not None:
-            raise DataError("--annotations is not used by mimic (the labels are inside im.pk)")
         if data_dir is None:
-            s = dict(cfg.data.sample)
             sample_dir = Path(work_dir) / "sample_data"
             marker = sample_dir / "sample.json"
-            wanted = {**s, "generator": SAMPLE_VERSION}
+            wanted = {**cfg.data.sample, "generator": SAMPLE_VERSION}
             if not marker_matches(marker, wanted):
                 sample_dir.mkdir(parents=True, exist_ok=True)
                 marker.unlink(missing_ok=True)
-                pk = write_sample(
-                    sample_dir / "im.pk", samples=int(s.get("samples", 10000)), seed=int(s.get("seed", 0))
-                )
+                pk = write_sample(sample_dir / "im.pk", **s)
                 convert(pk, sample_dir / "im.npz", trust_pickle=True)  # written just now, by us
                 write_marker(marker, wanted)
             data_dir = str(sample_dir / "im.npz")
         return prepare(cfg, data_dir, work_dir)
+
+    def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
+        return check_config(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,9 @@ from i2m2_ray.data.arrow_vl import (
     ArrowRows,
     TextTokenizer,
     as_list,
-    decode_image,
+    check_binary_columns,
+    check_options,
+    decode_cell,
     make_tokenizer,
     open_table,
 )
@@ -39,9 +41,11 @@ from i2m2_ray.data.base import (
     DataError,
     Dataset,
     PreparedData,
+    capped,
     index_dataset,
     label_column,
     quiet_data_context,
+    sample_settings,
     shuffle_seed,
 )
 from i2m2_ray.data.registry import register_dataset
@@ -71,11 +75,15 @@ OPTIONS: dict[str, Any] = {
 DEFAULT_FILES = {"train": "nlvr2_train", "val": "nlvr2_dev", "test": "nlvr2_test1"}
 
 
+# data.sample: nlvr2_sample.write_sample's settings
+SAMPLE: dict[str, Any] = {"train": 1500, "val": 250, "test": 300, "per_pair": 2, "size": 48, "seed": 0, "files": None}
+
+
 def options(cfg: ExperimentConfig) -> dict[str, Any]:
     unknown = sorted(set(cfg.data.options) - set(OPTIONS))
     if unknown:
         raise DataError(f"unknown data.options {unknown} for NLVR2; known: {sorted(OPTIONS)}")
-    return {**OPTIONS, **cfg.data.options}
+    return check_options({**OPTIONS, **cfg.data.options}, limit="max_sentences")
 
 
 def parse_label(value: Any, path: Path, row: int) -> int:
@@ -91,6 +99,7 @@ def parse_label(value: Any, path: Path, row: int) -> int:
 def read_pairs(path: Path) -> list[dict[str, Any]]:
     """One entry per sentence: row, sentence, label (0/1), identifier."""
     table = open_table(path, COLUMNS)
+    check_binary_columns(table, path, ("image_0", "image_1"))
     questions = table.column("questions").to_pylist()
     answers = table.column("answers").to_pylist()
     idents = table.column("identifier").to_pylist()
@@ -124,12 +133,7 @@ class NLVR2Preprocessor:
             idx = np.flatnonzero(paths == path)
             for k, column in enumerate(("image_0", "image_1")):
                 for i, data in zip(idx, self.rows.take(path, column, rows[idx]), strict=True):
-                    if not data:
-                        raise DataError(f"{path}, row {rows[i]}: column '{column}' is empty")
-                    try:
-                        images[i, k] = decode_image(data, s)
-                    except OSError as exc:
-                        raise DataError(f"{path}, row {rows[i]}: '{column}' is not a readable image ({exc})") from None
+                    images[i, k] = decode_cell(data, s, path, int(rows[i]), column)
         return {
             "image": images,
             "text": self.tokenizer([str(t) for t in batch["sentence"]]),
@@ -149,6 +153,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     pairs = {n: read_pairs(p) for n, p in paths.items()}
     if opts["max_sentences"] is not None:
         pairs = {n: v[: int(opts["max_sentences"])] for n, v in pairs.items()}
+    pairs = {n: capped(v, cfg.data.max_samples) for n, v in pairs.items()}
     for n, v in pairs.items():
         if not v:
             raise DataError(f"{paths[n]}: no sentences")
@@ -203,14 +208,20 @@ class NLVR2(Dataset):
         generated sample. ``data.annotations`` is not used (the answers are in the Arrow files)."""
         from i2m2_ray.data.nlvr2_sample import write_sample
 
+        s = self.check_config(cfg)
         data_dir = cfg.data.data_dir
         if data_dir is None:
-            s = dict(cfg.data.sample)
             sample_dir = Path(work_dir) / "sample_data"
             marker = sample_dir / "sample.json"
-            wanted = {**s, "generator": SAMPLE_VERSION}
+            wanted = {**cfg.data.sample, "generator": SAMPLE_VERSION}
             if not marker.is_file() or json.loads(marker.read_text()) != wanted:
                 write_sample(sample_dir, **s)
                 marker.write_text(json.dumps(wanted))
             data_dir = str(sample_dir)
         return prepare(cfg, data_dir, Path(work_dir))
+
+    def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Cheap checks of the ``data`` settings, before Ray starts: the options and the
+        generated sample's settings (returned)."""
+        options(cfg)
+        return sample_settings(cfg, SAMPLE, "nlvr2")

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import TypeVar
 
-from i2m2_ray.config import ConfigError
-from i2m2_ray.data.base import Dataset
+from i2m2_ray.config import ConfigError, ExperimentConfig
+from i2m2_ray.data.base import DataError, Dataset
 
 # experiment name -> module that registers it (imported when the name is first asked for)
 BUILTINS = {
@@ -110,3 +110,20 @@ def get_dataset(name: str) -> Dataset:
             f"(a plugin's dataset: --plugin MODULE, {PLUGINS_ENV}=MODULE or the {ENTRY_POINT_GROUP} entry points)"
         )
     return cls()
+
+
+def check_data_config(dataset: Dataset, cfg: ExperimentConfig) -> None:
+    """A dataset's cheap checks of the ``data`` settings it reads (its optional
+    ``check_config(cfg)``: options, the generated sample's settings), run before Ray starts
+    and for every choice of a search space; ``load`` runs them again.
+
+    Raises:
+        ConfigError: what the dataset found wrong (a DataError of its is passed on as one).
+    """
+    check = getattr(dataset, "check_config", None)
+    if not callable(check):
+        return
+    try:
+        check(cfg)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None

@@ -41,17 +41,22 @@ from i2m2_ray.data.arrow_vl import (
     ArrowRows,
     TextTokenizer,
     as_list,
-    decode_image,
+    check_binary_columns,
+    check_options,
+    decode_cell,
     make_tokenizer,
     open_table,
+    whole_number,
 )
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
     PreparedData,
+    capped,
     index_dataset,
     label_column,
     quiet_data_context,
+    sample_settings,
     shuffle_seed,
 )
 from i2m2_ray.data.registry import register_dataset
@@ -87,11 +92,20 @@ DEFAULT_FILES = {"train": "vqavs_train", "val": "vqavs_val", "test": "vqavs_test
 DEFAULT_FILES.update({k: f"vqavs_test_{k}" for k in OOD_SETS})
 
 
+# data.sample: vqa_sample.write_sample's settings
+SAMPLE: dict[str, Any] = {
+    "train": 1200, "val": 200, "test": 300, "ood": 100, "questions": 3, "size": 48, "lang": 0.7, "vis": 0.7,
+    "seed": 0, "files": None,
+}  # fmt: skip
+
+
 def options(cfg: ExperimentConfig) -> dict[str, Any]:
     unknown = sorted(set(cfg.data.options) - set(OPTIONS))
     if unknown:
         raise DataError(f"unknown data.options {unknown} for VQA-VS; known: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **cfg.data.options}
+    opts = check_options({**OPTIONS, **cfg.data.options}, limit="max_questions")
+    if not isinstance(opts["ood_sets"], list):
+        raise DataError(f"data.options.ood_sets must be a list of OOD set names, got {opts['ood_sets']!r}")
     bad = sorted(set(opts["ood_sets"]) - set(OOD_SETS))
     if bad:
         raise DataError(f"data.options.ood_sets: unknown set(s) {bad}; known: {list(OOD_SETS)}")
@@ -115,6 +129,7 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
         DataError: a missing column, or lists of different lengths in a row (named).
     """
     table = open_table(path, COLUMNS)
+    check_binary_columns(table, path, ("image",))
     cols = {c: table.column(c).to_pylist() for c in ("questions", "answers", "answer_labels", "answer_scores")}
     qids = table.column("question_id").to_pylist()
     out: list[dict[str, Any]] = []
@@ -126,9 +141,10 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
             if len(v) != len(qs):
                 raise DataError(f"{path}, row {row}: '{c}' has {len(v)} entries for {len(qs)} questions")
         for j, q in enumerate(qs):
-            answers = list(per["answers"][j] or [])
-            labels = [int(x) for x in per["answer_labels"][j] or []]
-            scores = [float(x) for x in per["answer_scores"][j] or []]
+            at = f"{path}, row {row}, question {j}"
+            answers = [str(a) for a in as_list(per["answers"][j] or [], path, "answers", row)]
+            labels = [whole_number(x, at, "answer_labels", "answer ids") for x in per["answer_labels"][j] or []]
+            scores = [_score(x, at) for x in per["answer_scores"][j] or []]
             if len(labels) != len(scores) or (answers and len(answers) != len(labels)):
                 raise DataError(
                     f"{path}, row {row}, question {j}: {len(answers)} answers, {len(labels)} answer_labels and "
@@ -140,6 +156,13 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
                 {"row": row, "question": str(q), "answers": answers, "labels": labels, "scores": scores, "qid": ids[j]}
             )
     return out
+
+
+def _score(value: Any, at: str) -> float:
+    """A soft score: a number (not a string or a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"{at}: 'answer_scores' holds {value!r} ({type(value).__name__}); expected numbers in [0, 1]")
+    return float(value)
 
 
 def answer_vocabulary(questions: list[list[dict[str, Any]]], paths: list[Path]) -> list[str]:
@@ -190,12 +213,7 @@ class VQAPreprocessor:
         for path in dict.fromkeys(paths.tolist()):
             idx = np.flatnonzero(paths == path)
             for i, data in zip(idx, self.rows.take(path, "image", rows[idx]), strict=True):
-                if not data:
-                    raise DataError(f"{path}, row {rows[i]}: column 'image' is empty")
-                try:
-                    images[i] = decode_image(data, self.image_size)
-                except OSError as exc:
-                    raise DataError(f"{path}, row {rows[i]}: 'image' is not a readable image ({exc})") from None
+                images[i] = decode_cell(data, self.image_size, path, int(rows[i]), "image")
         labels = [list(x) for x in batch["labels"]]
         scores = [list(x) for x in batch["scores"]]
         return {
@@ -216,6 +234,7 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
     limit = opts["max_questions"]
     if limit is not None:
         questions = {n: q[: int(limit)] for n, q in questions.items()}
+    questions = {n: capped(q, cfg.data.max_samples) for n, q in questions.items()}
     for name, qs in questions.items():
         if not qs:
             raise DataError(f"{paths[name]}: no questions")
@@ -278,14 +297,20 @@ class VQAVS(Dataset):
         generated sample. ``data.annotations`` is not used (the answers are in the Arrow files)."""
         from i2m2_ray.data.vqa_sample import write_sample
 
+        s = self.check_config(cfg)
         data_dir = cfg.data.data_dir
         if data_dir is None:
-            s = dict(cfg.data.sample)
             sample_dir = Path(work_dir) / "sample_data"
             marker = sample_dir / "sample.json"
-            wanted = {**s, "generator": SAMPLE_VERSION}
+            wanted = {**cfg.data.sample, "generator": SAMPLE_VERSION}
             if not marker.is_file() or json.loads(marker.read_text()) != wanted:
-                write_sample(sample_dir, **{k: v for k, v in s.items() if k != "generator"})
+                write_sample(sample_dir, **s)
                 marker.write_text(json.dumps(wanted))
             data_dir = str(sample_dir)
         return prepare(cfg, data_dir, Path(work_dir))
+
+    def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Cheap checks of the ``data`` settings, before Ray starts: the options and the
+        generated sample's settings (returned)."""
+        options(cfg)
+        return sample_settings(cfg, SAMPLE, "vqa")

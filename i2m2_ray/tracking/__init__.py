@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,17 @@ from typing import Any
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
+
+
+# the password of a URI's user info: scheme://user:password@host
+_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the password of every URI in it masked: ``http://user:pass@host`` ->
+    ``http://user:***@host``. Tracking URIs are shown through this (printed lines,
+    warnings, saved state), never as given."""
+    return _PASSWORD.sub(lambda m: f"{m['head']}:***@", text)
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
@@ -246,8 +258,10 @@ class Tracker:
     def _fail(self, why: str) -> None:
         then = f"; {self.later}." if self.later else "."
         print(
-            f"WARNING: MLflow tracking failed ({why}); {self.work} goes on without it. Results are "
-            f"kept in {self.hint}{then}",
+            mask_credentials(
+                f"WARNING: MLflow tracking failed ({why}); {self.work} goes on without it. Results are "
+                f"kept in {self.hint}{then}"
+            ),
             flush=True,
         )
         self.uri = None

@@ -7,6 +7,7 @@ runs code when loaded.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,31 @@ def load_checkpoint(path: str | Path, paradigm: str | None = None) -> dict[str, 
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
-        raise CheckpointError(f"{p}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{p}: not a readable weights-only checkpoint ({_reason(exc)})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{p}: expected a dict with keys {list(REQUIRED)}, found {have}")
     if paradigm is not None and ckpt["paradigm"] != paradigm:
         raise CheckpointError(f"{p}: holds a '{ckpt['paradigm']}' model, expected '{paradigm}'")
     return ckpt
+
+
+def _reason(exc: Exception) -> str:
+    """What is wrong with the file, from torch's error, without torch's advice to load it
+    with ``weights_only`` off (which would run whatever code the file holds)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        detail = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        detail = re.split(r" was not an allowed global|\. Please| Please use", detail)[0].strip()
+        if "global" in detail.lower():  # e.g. "Unsupported global: GLOBAL torch.nn.modules.linear.Linear"
+            return f"it holds Python objects, not only tensors: {detail}"
+        return f"not a torch checkpoint, or damaged: {detail or 'unreadable'}"
+    lines = text.strip().splitlines()
+    first = re.split(r"(?<=[.!?])\s", lines[0], maxsplit=1)[0] if lines else ""
+    if not first or "weights_only" in first or "trust" in first:
+        first = "not a torch checkpoint, or damaged"
+    return f"{type(exc).__name__}: {first}"
 
 
 def spec_of(ckpt: Mapping[str, Any]) -> TaskSpec:

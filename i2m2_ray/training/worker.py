@@ -29,7 +29,7 @@ from i2m2_ray.models.build import build_model, load_components
 from i2m2_ray.models.experts import ProductOfExperts
 from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.spec import TaskSpec
-from i2m2_ray.training.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint, unwrap
+from i2m2_ray.training.checkpoint import MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint, unwrap
 from i2m2_ray.training.loop import (
     StepSettings,
     make_optimizer,
@@ -214,8 +214,7 @@ def setup(lc: LoopConfig) -> WorkerRun:
     run = WorkerRun(lc, cfg, t, rank, world, model, optimizer, scheduler, params, weights, settings, device, state)
     resumed = ray.train.get_checkpoint()
     if resumed is not None:
-        with resumed.as_directory() as d:
-            saved = load_checkpoint(os.path.join(d, MODEL_FILE))
+        saved, resumed = load_resume_checkpoint(resumed, lc.name if rank == 0 else None)
         resume = saved["resume"]
         unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -226,6 +225,46 @@ def setup(lc: LoopConfig) -> WorkerRun:
         if rank == 0:
             say(f"[{lc.name}] resuming after epoch {run.state['epoch']} from {resumed.path}")
     return run
+
+
+def load_resume_checkpoint(latest: Any, name: str | None) -> tuple[dict[str, Any], Any]:
+    """The checkpoint dict of Ray Train's ``latest`` checkpoint, or, when that one is damaged
+    (truncated by a full disk, say), of the newest earlier one the run kept (Train keeps two:
+    see ``CheckpointConfig`` in :mod:`i2m2_ray.training.launch`); returns it with the Ray
+    checkpoint it came from. ``name``: say so under this model's name (None: quietly).
+
+    Raises:
+        CheckpointError: no kept checkpoint can be read; names the latest one's file.
+    """
+    import ray.train
+
+    try:
+        with latest.as_directory() as d:
+            return load_checkpoint(os.path.join(d, MODEL_FILE)), latest
+    except CheckpointError as exc:
+        error = exc
+    fs, path = latest.filesystem, latest.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    from pyarrow import fs as pafs
+
+    kept = sorted(
+        (i.path for i in fs.get_file_info(pafs.FileSelector(parent)) if i.type == pafs.FileType.Directory),
+        reverse=True,
+    )
+    for older in [k for k in kept if k.rstrip("/") != path and k.rsplit("/", 1)[-1].startswith("checkpoint_")]:
+        candidate = ray.train.Checkpoint(older, filesystem=fs)
+        try:
+            with candidate.as_directory() as d:
+                saved = load_checkpoint(os.path.join(d, MODEL_FILE))
+        except CheckpointError:
+            continue
+        if name is not None:
+            say(f"[{name}] {error}; resuming from the checkpoint before it, {older}")
+        return saved, candidate
+    raise CheckpointError(
+        f"{error}; no earlier checkpoint of this run can be read either (in {parent}): delete that folder "
+        "to train this model from scratch"
+    ) from None
 
 
 def run_epochs(run: WorkerRun) -> None:

@@ -5,7 +5,9 @@
 - :mod:`~i2m2_ray.tuning.trial`: what one Tune trial runs (a Ray Train fit of the product);
 - :mod:`~i2m2_ray.tuning.callback`: the MLflow record, a child run per trial (imports Ray Tune);
 - :mod:`~i2m2_ray.tuning.report`: ranking, Optuna study, importances, the summary artifacts;
-- :mod:`~i2m2_ray.tuning.sweep`: :func:`run_sweep` and the sweep's state, for ``--resume``.
+- :mod:`~i2m2_ray.tuning.state`: the sweep's options and saved state, for ``--resume`` and
+  ``--overwrite``; :mod:`~i2m2_ray.tuning.trust`: who may resume it;
+- :mod:`~i2m2_ray.tuning.sweep`: :func:`run_sweep`.
 
 Importing the package imports neither Ray Tune, nor MLflow, nor torch; nothing runs at
 import. The command line is :mod:`i2m2_ray.cli.search` (``experiments/search.py``).
@@ -36,7 +38,8 @@ from i2m2_ray.tuning.space import (
     parse_search_file,
     to_yaml,
 )
-from i2m2_ray.tuning.sweep import SweepOptions, load_sweep_options, run_sweep, save_sweep_state, trial_concurrency
+from i2m2_ray.tuning.state import SweepOptions, load_sweep_options, save_sweep_state
+from i2m2_ray.tuning.sweep import run_sweep, trial_concurrency
 from i2m2_ray.tuning.trial import SweepContext, run_trial, trial_dirname
 
 __all__ = [

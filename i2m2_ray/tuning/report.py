@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import yaml
 
 from i2m2_ray import tracking
+from i2m2_ray.files import atomic_path, atomic_write_text
 from i2m2_ray.tuning.space import SearchSpace, TrialPlan, TrialRecipe
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def importance_artifacts(
     except (ValueError, RuntimeError) as exc:
         # fANOVA needs two completed trials and parameters that every one of them has
         lines = ["parameter,importance", f"# not computed: {exc}"]
-    table.write_text("\n".join(lines) + "\n")
+    atomic_write_text(table, "\n".join(lines) + "\n")
     out["param_importance"] = table
     try:
         import warnings
@@ -202,7 +203,8 @@ def importance_artifacts(
             warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
             ax = plot_optimization_history(study, target_name=objective)
         path = folder / "optimization_history.png"
-        cast(Any, ax).figure.savefig(path, dpi=120, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            cast(Any, ax).figure.savefig(tmp, dpi=120, bbox_inches="tight")
         plt.close("all")
         out["optimization_history"] = path
     except (ValueError, RuntimeError) as exc:
@@ -239,9 +241,9 @@ def write_report(
     artifacts: dict[str, Path] = {}
 
     columns = summary_columns(recipe.base)
-    (folder / "ranking.txt").write_text(ranking_table(rows, f"val_{monitor}", columns[:2]) + "\n")
+    atomic_write_text(folder / "ranking.txt", ranking_table(rows, f"val_{monitor}", columns[:2]) + "\n")
     artifacts["ranking"] = folder / "ranking.txt"
-    (folder / "ranking.csv").write_text(ranking_csv(rows, columns))
+    atomic_write_text(folder / "ranking.csv", ranking_csv(rows, columns))
     artifacts["ranking_csv"] = folder / "ranking.csv"
 
     study = optuna_study(rows, recipe.space, mode)
@@ -250,10 +252,11 @@ def write_report(
 
     if best_plan is not None and best is not None:
         best_cfg = folder / "best_config.yaml"
-        best_cfg.write_text(
+        atomic_write_text(
+            best_cfg,
             f"# best trial {best.trial_id} of sweep {sweep_name}: val_{monitor} {best.score:.4f}\n"
             f"# overrides: {' '.join(best_plan.overrides)}\n"
-            + yaml.safe_dump(best_plan.config.to_dict(), sort_keys=False)
+            + yaml.safe_dump(best_plan.config.to_dict(), sort_keys=False),
         )
         artifacts["best_config"] = best_cfg
         if best.checkpoint is not None:

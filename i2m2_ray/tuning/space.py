@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,21 +487,93 @@ def load_search_file(path: str | Path) -> SearchFile:
     return parse_search_file(data, p)
 
 
-def default_search_file(experiment: str, real_data: bool) -> Path:
+def default_search_file(experiment: str, real_data: bool, smoke: bool = False) -> Path:
     """``configs/search/<experiment>.yaml`` for real data, ``<experiment>_demo.yaml`` for the
-    generated sample; ``default.yaml`` (product parameters only) if the experiment has none."""
+    generated sample; ``default.yaml`` (product parameters only) if the experiment has none.
+    ``smoke`` (``--smoke-test``) prefers ``configs/search/smoke/<experiment>[_real].yaml``:
+    choices that fit the smoke settings (the tiny sample's crop) and one epoch a trial."""
+    if smoke:
+        small = SEARCH_CONFIG_DIR / "smoke" / (f"{experiment}_real.yaml" if real_data else f"{experiment}.yaml")
+        if small.is_file():
+            return small
     own = SEARCH_CONFIG_DIR / (f"{experiment}.yaml" if real_data else f"{experiment}_demo.yaml")
     return own if own.is_file() else SEARCH_CONFIG_DIR / "default.yaml"
 
 
-def check_space(recipe: TrialRecipe) -> None:
-    """Fail before Ray starts if any single choice or bound yields an invalid config."""
+ConfigCheck = Callable[[ExperimentConfig], None]
+COMBINATION_LIMIT = 4096  # beyond this many combinations, each parameter is checked alone only
+
+
+def check_space(recipe: TrialRecipe, check: ConfigCheck | None = None, limit: int = COMBINATION_LIMIT) -> None:
+    """Fail before Ray starts if a choice or bound, alone or together with the others a
+    trial can sample with it, yields a config that ``load_config`` or ``check`` (e.g. the
+    dataset's :func:`i2m2_ray.data.check_data_config`) refuses.
+
+    The base is the config the trials start from, smoke settings and ``--set`` included.
+    Each parameter's choices (or ``low`` and ``high``) are tried alone, then every
+    combination of them the ``when`` conditions allow (up to ``limit``), so that e.g. a
+    crop larger than a pad width searched beside it is found here, not in a trial.
+
+    Raises:
+        ConfigError: naming the parameter(s), the value(s) and what the config says.
+    """
     for p in recipe.space.params:
-        if p.kind in ("categorical", "int", "float"):
-            samples = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
-            for v in samples:
-                value = int(v) if p.kind == "int" else v
-                try:
-                    load_config(None, [f"{p.name}={to_yaml(value)}"], base=recipe.base)
-                except ConfigError as exc:
-                    raise ConfigError(f"search space '{p.name}' = {value!r}: {exc}") from None
+        for value in _samples(p):
+            _try(recipe.base, {p.name: value}, check)
+    combos = _combinations(recipe, limit)
+    for combo in combos or ():
+        if len(combo) > 1:
+            _try(recipe.base, combo, check)
+
+
+def _samples(p: ParamSpec) -> list[Any]:
+    """The values of a config-key parameter worth trying: its choices, or its bounds."""
+    if p.kind == "categorical":
+        return list(p.choices)
+    if p.kind in ("int", "float"):
+        return [int(v) if p.kind == "int" else v for v in (p.low, p.high)]
+    return []  # the product parameters map onto product.* keys that plan() checks
+
+
+def _combinations(recipe: TrialRecipe, limit: int) -> list[dict[str, Any]] | None:
+    """Every combination of the config-key parameters' samples that the ``when`` conditions
+    allow (a parameter is left out where it would not be sampled); None when over ``limit``."""
+    space = dataclasses.replace(recipe.space, defaults=flatten_values(recipe.base))
+    combos: list[dict[str, Any]] = [{}]
+    for p in space.params:
+        values = _samples(p)
+        if not values:
+            continue
+        grown: list[dict[str, Any]] = []
+        for combo in combos:
+            grown += [{**combo, p.name: v} for v in values] if space.active(p, combo) else [combo]
+        combos = grown
+        if len(combos) > limit:
+            return None
+    return combos
+
+
+def _fails(base: Mapping[str, Any], values: Mapping[str, Any], check: ConfigCheck | None) -> str | None:
+    try:
+        cfg = load_config(None, [f"{k}={to_yaml(v)}" for k, v in values.items()], base=base)
+        if check is not None:
+            check(cfg)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _try(base: Mapping[str, Any], values: dict[str, Any], check: ConfigCheck | None) -> None:
+    problem = _fails(base, values, check)
+    if problem is None:
+        return
+    for key in list(values):  # the fewest parameters that still fail, for the message
+        fewer = {k: v for k, v in values.items() if k != key}
+        still = _fails(base, fewer, check) if fewer else None
+        if still is not None:
+            values, problem = fewer, still
+    if len(values) == 1:
+        ((name, value),) = values.items()
+        raise ConfigError(f"search space '{name}' = {value!r}: {problem}")
+    chosen = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    raise ConfigError(f"search space: a trial may sample {chosen} together: {problem}")

@@ -3,80 +3,40 @@
 :func:`run_sweep` runs (or resumes) one on the connected Ray cluster: the components the
 trials may start from (the pipeline's stage 1, once per sweep), the Tune run of the trials
 (:mod:`i2m2_ray.tuning.trial`, recorded by :mod:`i2m2_ray.tuning.callback`), and the report
-(:mod:`i2m2_ray.tuning.report`). ``search/<name>/sweep.json`` keeps what ``--resume`` needs.
+(:mod:`i2m2_ray.tuning.report`). ``search/<name>/sweep.json`` keeps what ``--resume`` needs
+(:mod:`i2m2_ray.tuning.state`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from i2m2_ray import tracking
-from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
+from i2m2_ray.config import ConfigError, ExperimentConfig
+from i2m2_ray.data.base import DataError
+from i2m2_ray.files import atomic_write_json, fingerprint_mismatch
+from i2m2_ray.placement import Cluster, ask_of, plan
 from i2m2_ray.spec import component_paradigm
 from i2m2_ray.tuning.report import SweepResult, TrialRow, log_report, trial_rows, write_report
-from i2m2_ray.tuning.space import SearchFile, SearchSpace, TrialRecipe, check_space, parse_search_file
+from i2m2_ray.tuning.space import SearchSpace, TrialRecipe, check_space
+from i2m2_ray.tuning.state import (
+    SweepOptions,
+    discard_sweep,
+    read_state,
+    save_sweep_state,
+    sweep_data,
+    sweep_exists,
+    sweep_exists_message,
+)
 from i2m2_ray.tuning.trial import TRIAL_DRIVER_RESOURCES, SweepContext, run_trial, trial_dirname
 
 if TYPE_CHECKING:
     from i2m2_ray.data.base import PreparedData
 
 TRIAL_OUTCOMES = {"completed": "completed", "stopped": "stopped_early", "error": "error"}
-
-
-@dataclass
-class SweepOptions:
-    """One sweep: what to search, how many trials, and where everything goes."""
-
-    experiment: str
-    search: SearchFile
-    base: ExperimentConfig
-    output_dir: Path
-    trials: int
-    max_concurrent: int
-    time_budget_s: float | None = None
-    name: str | None = None
-    storage_path: str | None = None
-    tracking_uri: str | None = None
-    data_dir: str | None = None
-    annotations: str | None = None
-    resume: bool = False
-    strategy: str = "optuna-asha"  # or "grid": every combination of ``grid``, no early stopping
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-
-    @property
-    def sweep_name(self) -> str:
-        return self.name or f"search-{self.experiment}"
-
-    @property
-    def sweep_dir(self) -> Path:
-        """``search/<name>/`` in the output directory: state, components, report."""
-        return self.output_dir / "search" / self.sweep_name
-
-    @property
-    def storage(self) -> str:
-        """Where Tune and the trials' Ray Train runs keep their results."""
-        return self.storage_path or str(self.output_dir / "ray_results")
-
-    @property
-    def experiment_path(self) -> str:
-        """The Tune experiment's folder (what ``Tuner.restore`` reads)."""
-        return f"{self.storage.rstrip('/')}/{self.sweep_name}"
-
-    @property
-    def train_storage(self) -> str:
-        """Where the Ray Train runs of the trials and components go."""
-        return f"{self.storage.rstrip('/')}/{self.sweep_name}-train"
-
-    @property
-    def state_path(self) -> Path:
-        return self.sweep_dir / "sweep.json"
 
 
 # --------------------------------------------------------------------------------------
@@ -88,20 +48,16 @@ def trial_concurrency(requested: int, resources: Mapping[str, float], cfg: Exper
     """How many trials run at once: ``requested``, capped by what the cluster holds.
 
     A trial needs ``num_workers * cpus_per_worker`` CPUs (and ``num_workers`` GPUs with
-    ``use_gpu``); one CPU is kept for the Ray Data pipelines that feed the trials.
+    ``use_gpu``); one CPU is kept for the Ray Data pipelines that feed the trials
+    (:func:`i2m2_ray.placement.plan`, the config taken as it is).
+
+    Raises:
+        PlacementError: not even one trial fits (no GPU for ``use_gpu``, no CPU left
+            beside the one kept for the data).
     """
-    per_trial = cfg.run.num_workers * cfg.run.cpus_per_worker
-    cpus = float(resources.get("CPU", 0.0))
-    cap = int((cpus - 1) // per_trial) if cpus - 1 >= per_trial else 1
-    if cfg.run.use_gpu:
-        gpus = float(resources.get("GPU", 0.0))
-        gpu_cap = int(gpus // cfg.run.num_workers)
-        if gpu_cap < 1:
-            raise ConfigError(
-                f"run.use_gpu=true with run.num_workers={cfg.run.num_workers}, but the cluster has {gpus:g} GPU(s)"
-            )
-        cap = min(cap, gpu_cap)
-    return max(1, min(requested, cap, trials))
+    cluster = Cluster(((float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))),))
+    keys = ("run.use_gpu", "run.num_workers", "run.cpus_per_worker")
+    return max(1, min(requested, trials, plan(ask_of(cfg), cluster, keys, concurrent=requested).models_at_once))
 
 
 # --------------------------------------------------------------------------------------
@@ -113,13 +69,13 @@ def _start_or_reopen_parent(opts: SweepOptions, uri: str) -> tuple[str, str]:
     """(experiment id, parent run id): a new parent run, or the saved one on resume."""
     exp_id = tracking.get_experiment_id(uri, f"{opts.experiment}-search", opts.output_dir / "mlartifacts")
     if opts.resume:
-        saved = json.loads(opts.state_path.read_text())
+        saved = read_state(opts.state_path)
         parent = saved["parent_run_id"]
         if tracking.get_run(uri, parent).status != "RUNNING":
             tracking.reopen_run(uri, parent)
         tracking.set_tag(uri, parent, "resumed", str(int(saved.get("resumes", 0)) + 1))
         saved["resumes"] = int(saved.get("resumes", 0)) + 1
-        opts.state_path.write_text(json.dumps(saved, indent=2))
+        atomic_write_json(opts.state_path, saved)
         return str(saved["experiment_id"]), str(parent)
     parent = tracking.start_run(
         uri,
@@ -136,61 +92,10 @@ def _start_or_reopen_parent(opts: SweepOptions, uri: str) -> tuple[str, str]:
             "objective": f"val_{opts.base.train.monitor}",
             "mode": opts.base.train.monitor_mode,
             "base": opts.base.to_dict(),
+            "placement": opts.placement or "not planned",
         },
     )
     return exp_id, parent
-
-
-def save_sweep_state(opts: SweepOptions, exp_id: str, parent: str, uri: str) -> None:
-    """What ``--resume`` needs to rebuild the same sweep: its definition and its runs."""
-    state = {
-        "experiment": opts.experiment,
-        "name": opts.sweep_name,
-        "experiment_id": exp_id,
-        "parent_run_id": parent,
-        "tracking_uri": uri,
-        "search_file": str(opts.search.path),
-        "search": opts.search.raw,
-        "base": opts.base.to_dict(),
-        "trials": opts.trials,
-        "max_concurrent": opts.max_concurrent,
-        "time_budget_s": opts.time_budget_s,
-        "strategy": opts.strategy,
-        "grid": opts.grid,
-        "data_dir": opts.data_dir,
-        "annotations": opts.annotations,
-        "storage_path": opts.storage,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    opts.state_path.parent.mkdir(parents=True, exist_ok=True)
-    opts.state_path.write_text(json.dumps(state, indent=2))
-
-
-def load_sweep_options(output_dir: Path, name: str, **changes: Any) -> SweepOptions:
-    """The options of a sweep saved in ``output_dir`` (for ``--resume``)."""
-    path = output_dir / "search" / name / "sweep.json"
-    if not path.is_file():
-        raise ConfigError(f"no sweep '{name}' to resume in {output_dir} (missing {path})")
-    s = json.loads(path.read_text())
-    search = parse_search_file(s["search"], Path(s["search_file"]))
-    opts = SweepOptions(
-        experiment=s["experiment"],
-        search=search,
-        base=load_config(None, [], base=s["base"]),
-        output_dir=output_dir,
-        trials=int(s["trials"]),
-        max_concurrent=int(s["max_concurrent"]),
-        time_budget_s=s.get("time_budget_s"),
-        name=name,
-        storage_path=s.get("storage_path"),
-        tracking_uri=s.get("tracking_uri"),
-        data_dir=s.get("data_dir"),
-        annotations=s.get("annotations"),
-        resume=True,
-        strategy=s.get("strategy", "optuna-asha"),
-        grid=dict(s.get("grid") or {}),
-    )
-    return dataclasses.replace(opts, **changes)
 
 
 def _close_open_runs(uri: str, exp_id: str, parent: str, status: str, outcome: str = "interrupted") -> None:
@@ -242,7 +147,14 @@ def fit_components(opts: SweepOptions, prepared: PreparedData, uri: str, exp_id:
     folder = opts.sweep_dir / "components"
     tracker = tracking.Tracker(uri, str(folder / "results"), work="the sweep", later=None)
     stage = StageFitter(
-        opts.base, prepared, folder, storage_path=opts.train_storage, run_suffix=opts.sweep_name, tracker=tracker
+        opts.base,
+        prepared,
+        folder,
+        storage_path=opts.train_storage,
+        run_suffix=opts.sweep_name,
+        tracker=tracker,
+        max_in_flight=opts.fits_at_once,
+        placement=opts.placement,
     )
     names = [component_paradigm(e) for e in prepared.spec.components("i2m2")]
     todo = [n for n in names if not stage.finished(n)]
@@ -298,6 +210,23 @@ def _scheduler(opts: SweepOptions) -> Any:
         reduction_factor=asha.reduction_factor,
         stop_last_trials=False,
     )
+
+
+# errors that fail every trial alike (the data or the config, not the sampled values)
+RECURRING_NAMES = ("DataError", "ConfigError", "CheckpointError", "PlacementError", "ResourceTimeoutError")
+
+
+def recurring_failure(rows: Sequence[TrialRow]) -> None:
+    """Raise the error every trial failed on, when none got anywhere and the failures are of
+    a kind that would recur (bad data, a bad config: the command exits 2), with its text."""
+    failed = [r for r in rows if r.status == "error"]
+    if not failed or any(r.status in ("completed", "stopped") for r in rows):
+        return
+    for r in failed:
+        name = next((n for n in RECURRING_NAMES if n in r.error), None)
+        if name is not None:
+            cls = DataError if name == "DataError" else ConfigError
+            raise cls(f"every trial failed; trial {r.trial_id}: {r.error}")
 
 
 def _grid_combinations(grid: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
@@ -384,20 +313,33 @@ def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
     if opts.strategy == "grid":
         for combo in _grid_combinations(opts.grid):
             recipe.plan(combo)  # every grid point must be a valid trial
-    opts.sweep_dir.mkdir(parents=True, exist_ok=True)
+    # before anything starts: not even one trial fitting the cluster is an error now
+    concurrency = trial_concurrency(opts.max_concurrent, ray.cluster_resources(), cfg, opts.trials)
+    if opts.fits_at_once is None:  # not planned by the caller: the components as the cluster holds them
+        opts.fits_at_once = trial_concurrency(max(opts.max_concurrent, 3), ray.cluster_resources(), cfg, 1 << 30)
+    concurrency = min(concurrency, opts.fits_at_once)
     uri = opts.tracking_uri or tracking.default_tracking_uri(opts.output_dir)
     path = opts.experiment_path
     restore = opts.resume and tune.Tuner.can_restore(path)
     if opts.resume and not restore:
         print(f"no trial state saved at {path} yet: the trials start afresh", flush=True)
-    if not opts.resume and (opts.state_path.exists() or tune.Tuner.can_restore(path)):
-        raise ConfigError(
-            f"a sweep named '{opts.sweep_name}' already exists in {opts.output_dir}; "
-            "continue it with --resume, or start another with --name"
-        )
+    data = sweep_data(opts)
+    if opts.resume:
+        differs = fingerprint_mismatch(read_state(opts.state_path).get("data") or data, data)
+        if differs:
+            raise ConfigError(
+                f"--resume: the data differ from the sweep's in {opts.sweep_dir}: {differs}; resume with the data "
+                "it started with, or start afresh with --overwrite"
+            )
+    elif sweep_exists(opts) or tune.Tuner.can_restore(path):
+        if not opts.overwrite:
+            raise ConfigError(sweep_exists_message(opts))
+        for gone in discard_sweep(opts):  # every check passed: the earlier sweep goes now
+            print(f"--overwrite: removed {gone}", flush=True)
+    opts.sweep_dir.mkdir(parents=True, exist_ok=True)
     exp_id, parent = _start_or_reopen_parent(opts, uri)
     if not opts.resume:
-        save_sweep_state(opts, exp_id, parent, uri)
+        save_sweep_state(opts, exp_id, parent, uri, data)
     status = "FAILED"
     try:
         components: dict[str, str] = {}
@@ -413,7 +355,6 @@ def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
             components=components,
             train_storage=opts.train_storage,
         )
-        concurrency = trial_concurrency(opts.max_concurrent, ray.cluster_resources(), cfg, opts.trials)
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), TRIAL_DRIVER_RESOURCES)
         print(
             f"sweep '{opts.sweep_name}': {opts.trials} trials, {concurrency} at a time, {opts.strategy}; "
@@ -433,6 +374,7 @@ def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
                 r.status = "stopped" if r.status == "unfinished" else r.status
             _close_open_runs(uri, exp_id, parent, "KILLED", outcome="time_budget")
         _reconcile(uri, exp_id, parent, rows)
+        recurring_failure(rows)
         interrupted = any(r.status == "unfinished" for r in rows)
         report = write_report(
             rows, recipe, opts.sweep_dir / "report", experiment=opts.experiment, sweep_name=opts.sweep_name, mode=mode

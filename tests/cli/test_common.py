@@ -101,8 +101,12 @@ def test_paths_smoke_settings_and_flags_resolve_into_the_config() -> None:
     argv = ["--data-dir", "/data/knee", "--annotations", "/data/ann", "--smoke-test", "--set", "train.epochs=7"]
     cfg = resolve_config("fastmri", build_parser("fastmri").parse_args(argv))
     assert (cfg.data.data_dir, cfg.data.annotations) == ("/data/knee", "/data/ann")
-    assert cfg.model.width == 4 and cfg.data.crop_size == 32  # configs/smoke/fastmri.yaml over fastmri.yaml
+    # configs/smoke/fastmri_real.yaml over fastmri.yaml: the real sizes kept, a few volumes, a tiny model on CPU
+    assert (cfg.data.crop_size, cfg.data.pad_width, cfg.data.max_volumes) == (320, 400, 6)
+    assert cfg.model.width == 4 and not cfg.run.use_gpu
     assert cfg.train.epochs == 7 and cfg.model.options["stem"] == "knee"  # --set last; the real config below
+    sample = resolve_config("fastmri", build_parser("fastmri").parse_args(["--smoke-test"]))
+    assert (sample.data.crop_size, sample.data.pad_width) == (32, 40)  # configs/smoke/fastmri.yaml: the tiny sample
     plain = resolve_config("fastmri", build_parser("fastmri").parse_args([]))
     assert plain.data.data_dir is None and plain.data.crop_size == 64  # the demo config, as it is
     args = build_parser("mimic").parse_args(["--task", "icd9_7"])
@@ -141,3 +145,17 @@ def test_a_flag_clashing_with_a_shared_option_is_named() -> None:
     assert parser.parse_args(["--level", "b"]).level == "b"
     with pytest.raises(SystemExit):
         parser.parse_args(["--level", "c"])
+
+
+def test_placement_flags_set_the_config_and_are_explicit() -> None:
+    from i2m2_ray.cli.common import explicit_run_keys
+
+    p = build_parser("avmnist")
+    args = p.parse_args(["--data-dir", "/d", "--no-use-gpu"])
+    assert resolve_config("avmnist", args).run.use_gpu is False  # configs/avmnist.yaml asks for a GPU
+    assert explicit_run_keys(args) == {"run.use_gpu"}
+    args = p.parse_args(["--data-dir", "/d"])
+    assert resolve_config("avmnist", args).run.use_gpu is True and explicit_run_keys(args) == set()
+    args = p.parse_args(["--use-gpu", "--num-workers", "2", "--set", "run.cpus_per_worker=2", "--set", "train.lr=1"])
+    assert explicit_run_keys(args) == {"run.use_gpu", "run.num_workers", "run.cpus_per_worker"}
+    assert p.parse_args(["--overwrite"]).overwrite and not p.parse_args([]).overwrite

@@ -263,3 +263,47 @@ def test_load_writes_the_sample_once(ray_local: None, tmp_path: Path) -> None:
     assert marker.is_file()
     with pytest.raises(DataError, match="--annotations is not used by avmnist"):
         dataset.load(load_config(None, [*OVERRIDES, "data.annotations=somewhere"]), tmp_path)
+
+
+# ---- issue 16: more bad input, data.max_samples ------------------------------------------
+
+
+@pytest.mark.parametrize("modality,bad,shown", [("audio", np.nan, "nan"), ("image", np.inf, "inf")])
+def test_nan_and_inf_reach_the_driver_with_file_field_and_row(
+    ray_local: None, tmp_path: Path, modality: str, bad: float, shown: str
+) -> None:
+    from i2m2_ray.data import data_error_from
+
+    root = write_layout(tmp_path / "d", image_dtype="float32")
+    path = root / modality / "test_data.npy"
+    values = np.load(path)
+    values[3].flat[7] = bad
+    np.save(path, values)
+    prepared = prepare(load_config(None, OVERRIDES), root)  # only headers and labels are read here
+    with pytest.raises(Exception) as err:
+        collect(prepared.datasets["test"])
+    found = data_error_from(err.value)
+    assert str(found) == f"{path}: '{modality}' row 3 holds {shown}; expected values 0-255"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.sample={train: 36, tset: 6}", r"unknown data.sample key\(s\) \['tset'\] for avmnist"),
+        ("data.sample={train: 6}", r"data.sample.train must be >= 12 \(validation takes the last 5/60\), got 6"),
+        ("data.sample={train: '36'}", r"data.sample.train must be a whole number >= 1, got '36'"),
+    ],
+)
+def test_bad_sample_settings_are_named_before_writing(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        get_dataset("avmnist").load(load_config(None, [*OVERRIDES, override]), tmp_path)
+    assert not (tmp_path / "sample_data").exists()
+
+
+def test_max_samples_takes_evenly_spaced_rows_of_each_split(ray_local: None, tmp_path: Path) -> None:
+    root = write_layout(tmp_path / "d", n_train=24, n_test=5)
+    prepared = prepare(load_config(None, [*OVERRIDES, "data.max_samples=4"]), root)
+    assert prepared.sizes == {"train": 4, "val": 2, "test": 4}
+    rows = np.rint(collect(prepared.datasets["train"])["image"][:, 0, 0, 0] * 255).astype(int)
+    assert sorted(rows) == [0, 7, 14, 21]  # spread over the 22 training rows, not the first 4
+    assert sum(prepared.class_counts["digit"]) == 4

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from i2m2_ray.config import load_config
-from i2m2_ray.data.base import DataError, label_column
+from i2m2_ray.config import ConfigError, load_config
+from i2m2_ray.data.base import DataError, data_error_from, label_column
 from i2m2_ray.data.fastmri import (
     LABELS,
     SlicePreprocessor,
@@ -291,7 +291,7 @@ def test_nan_kspace_is_named(tmp_path: Path) -> None:
         f["kspace"] = k
     prep = SlicePreprocessor(pad_width=8, crop=4)
     batch = {"path": np.array([str(p)]), "slice": np.array([0]), **{label_column(h): np.array([0]) for h in LABELS}}
-    with pytest.raises(DataError, match=r"file1.h5: 'kspace' holds NaN or inf"):
+    with pytest.raises(DataError, match=r"file1.h5: 'kspace' holds NaN or inf values in slice 0"):
         prep(batch)
 
 
@@ -313,3 +313,82 @@ def test_preprocessor_reads_repeated_and_unsorted_slices(tiny_fastmri: tuple[Pat
     for row, ref in zip([0, 1, 2, 3], [single[0], single[1], single[0], single[2]], strict=True):
         np.testing.assert_allclose(out["magnitude"][row], ref["magnitude"][0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out["phase"][row], ref["phase"][0], rtol=1e-5, atol=1e-5)
+
+
+# ---- issue 16: more bad input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["3.5", "-1", "three"])
+def test_a_slice_number_that_is_not_a_whole_number_at_least_0_is_named(tmp_path: Path, value: str) -> None:
+    root = write_annotations(tmp_path / "A", [["file1000001", value, "No", "1", "2", "3", "4", "ACL"]], ["file1000001"])
+    with pytest.raises(DataError, match=rf"knee.csv, line 2: field 'slice' is '{value}', expected an integer slice"):
+        read_annotations(root)
+
+
+def test_volumes_of_different_heights_are_named(tmp_path: Path) -> None:
+    data_dir, ann_dir = copy_sample(tmp_path)
+    with h5py.File(data_dir / "file1000004.h5", "a") as f:
+        k = f["kspace"][:, :48]
+        del f["kspace"]
+        f["kspace"] = k
+    with pytest.raises(DataError, match=r"file1000004.h5: 'kspace' has height 48, but file1000000 has 64"):
+        build_index(load_config(None, TINY_OVERRIDES), data_dir, ann_dir)
+
+
+def test_an_empty_kspace_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "file1.h5"
+    with h5py.File(p, "w") as f:
+        f["kspace"] = np.zeros((0, 8, 8), dtype=np.complex64)
+    with pytest.raises(DataError, match=r"file1.h5: 'kspace' is empty \(shape \(0, 8, 8\)\)"):
+        inspect_volume(p)
+
+
+@pytest.mark.parametrize(
+    "override,error,message",
+    [
+        ("data.options={skip_absent: true}", DataError, r"unknown data.options key\(s\) \['skip_absent'\] for fastmri"),
+        ("data.options={skip_absent_volumes: 1}", DataError, r"skip_absent_volumes must be true or false, got 1"),
+        ("data.sample={volumes: 4, slicez: 2}", ConfigError, r"unknown data.sample key\(s\) \['slicez'\] for fastmri"),
+        ("data.sample={volumes: many}", ConfigError, r"data.sample.volumes must be a whole number >= 1, got 'many'"),
+        ("data.sample={height: 24}", ConfigError, r"data.crop_size \(32\) must be <= data.sample.height \(24\)"),
+        ("data.sample={width: 48}", ConfigError, r"data.sample.width \(48\) must be <= data.pad_width \(40\)"),
+    ],
+)
+def test_bad_data_settings_are_named_before_anything_is_read(
+    tmp_path: Path, override: str, error: type[Exception], message: str
+) -> None:
+    from i2m2_ray.data import check_data_config, get_dataset
+
+    cfg = load_config(None, [*TINY_OVERRIDES, override])
+    with pytest.raises(error, match=message):
+        get_dataset("fastmri").load(cfg, tmp_path)  # before any file is written or read
+    with pytest.raises(ConfigError, match=message):
+        check_data_config(get_dataset("fastmri"), cfg)  # what the command lines call before Ray starts
+    assert not (tmp_path / "sample_data").exists()
+
+
+def test_max_volumes_counts_usable_volumes_and_max_samples_caps_each_split(
+    ray_local: None, tiny_fastmri: tuple[Path, Path]
+) -> None:
+    data_dir, ann_dir = tiny_fastmri  # file1000011 is too wide for pad width 40
+    rows, info = build_index(load_config(None, [*TINY_OVERRIDES, "data.max_volumes=12"]), data_dir, ann_dir)
+    assert info["volumes"] == 12 and info["skipped_wide_volumes"] == 1  # 12 usable: the wide one passed over
+    prepared = prepare(load_config(None, [*TINY_OVERRIDES, "data.max_samples=5"]), data_dir, ann_dir)
+    assert all(n <= 5 for n in prepared.sizes.values()) and prepared.sizes["train"] == 5
+    assert sum(prepared.class_counts["acl"]) == 5
+
+
+def test_nan_kspace_reaches_the_driver_with_file_and_slice(ray_local: None, tmp_path: Path) -> None:
+    data_dir, ann_dir = write_sample(tmp_path / "s", **{**TINY_SAMPLE, "volumes": 6})
+    prepared = prepare(load_config(None, TINY_OVERRIDES), data_dir, ann_dir)
+    name = "file1000000.h5"
+    with h5py.File(data_dir / name, "a") as f:
+        k = f["kspace"][...]
+        k[2, 5, 5] = np.inf
+        f["kspace"][...] = k
+    with pytest.raises(Exception) as err:
+        for split in ("train", "val", "test"):
+            for _ in prepared.datasets[split].iter_batches(batch_size=None):
+                pass
+    found = data_error_from(err.value)
+    assert found is not None and str(found).endswith(f"{name}: 'kspace' holds NaN or inf values in slice 2")

@@ -385,3 +385,28 @@ def test_load_writes_the_sample_once_and_converts_it(ray_local: None, tmp_path: 
     assert (tmp_path / "sample_data/im.npz").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="--annotations is not used by mimic"):
         dataset.load(load_config(None, [*OVERRIDES, "data.annotations=x"]), tmp_path)
+
+
+# ---- issue 16: sample settings, data.max_samples ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.sample={sampels: 300}", r"unknown data.sample key\(s\) \['sampels'\] for mimic; known: \['samples', "),
+        ("data.sample={samples: 5}", r"data.sample.samples must be >= 10"),
+        ("data.sample={samples: 3e2}", r"data.sample.samples must be a whole number >= 1, got '3e2'"),
+    ],
+)
+def test_bad_sample_settings_are_named_before_writing(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        get_dataset("mimic").load(load_config(None, [*OVERRIDES, override]), tmp_path)
+    assert not (tmp_path / "sample_data").exists()
+
+
+def test_max_samples_caps_every_split(ray_local: None, tmp_path: Path) -> None:
+    src = write_pickle(tmp_path / "im.pk", arrays(200))
+    cfg = load_config(None, [*OVERRIDES, "data.options={trust_pickle: true}", "data.max_samples=7"])
+    prepared = prepare(cfg, src, tmp_path / "out")
+    assert prepared.sizes == {"train": 7, "val": 7, "test": 7} and sum(prepared.class_counts["mortality"]) == 7
+    assert len(collect(prepared.datasets["val"])["static"]) == 7

@@ -95,3 +95,25 @@ def test_prepare_pairs(tmp_path: Path, ray_local: None) -> None:
     assert sum(prepared.class_counts["label"]) == 20
     batch = prepared.datasets["val"].take_batch(8)
     assert batch["image"].shape == (8, 2, 3, 8, 8) and batch["y_label"].shape == (8,)
+
+
+def test_images_that_are_not_bytes_are_named_on_the_driver(tmp_path: Path) -> None:
+    path = tiny_pairs(tmp_path / "p.arrow", image_1=["left.png", "right.png"])
+    with pytest.raises(DataError, match=r"p.arrow: column 'image_1' has type string; expected binary"):
+        nlvr2.read_pairs(path)
+    path = tiny_pairs(tmp_path / "q.arrow", image_0=[1, 2])
+    with pytest.raises(DataError, match=r"q.arrow: column 'image_0' has type int64; expected binary"):
+        nlvr2.read_pairs(path)
+
+
+def test_bad_settings_and_max_samples(tmp_path: Path, ray_local: None) -> None:
+    from i2m2_ray.config import ConfigError
+    from i2m2_ray.data import check_data_config, get_dataset
+
+    with pytest.raises(ConfigError, match=r"data.options.max_sentences must be a whole number >= 1 or null"):
+        check_data_config(get_dataset("nlvr2"), load_config(None, ["data.options={max_sentences: -1}"]))
+    with pytest.raises(ConfigError, match=r"unknown data.sample key\(s\) \['pairs'\] for nlvr2"):
+        check_data_config(get_dataset("nlvr2"), load_config(None, ["data.sample={pairs: 3}"]))
+    nlvr2_sample.write_sample(tmp_path / "d", train=8, val=4, test=4, size=8)
+    cfg = load_config(None, ["data.options={image_size: 8, max_text_length: 8}", "data.max_samples=3"])
+    assert nlvr2.prepare(cfg, tmp_path / "d", tmp_path / "work").sizes == {"train": 3, "val": 3, "test": 3}

@@ -187,3 +187,71 @@ def test_data_modules_import_without_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- issue 16: wrong types caught on the driver, unreadable cells named ------------------
+
+
+@pytest.mark.parametrize(
+    "replace,message",
+    [
+        (
+            {"answer_labels": [[["0", "1"], ["2"]], [["1"]]]},
+            r"s.arrow, row 0, question 0: 'answer_labels' holds '0' \(str\); expected whole-number answer ids",
+        ),
+        ({"answer_labels": [[[0.0, 1.5], [2.0]], [[1.0]]]}, r"row 0, question 0: 'answer_labels' holds 1.5 \(float\)"),
+        (
+            {"answer_scores": [[["1", "0.3"], ["0.6"]], [["1"]]]},
+            r"row 0, question 0: 'answer_scores' holds '1' \(str\); expected numbers in \[0, 1\]",
+        ),
+        ({"answer_scores": [[[True, False], [True]], [[True]]]}, r"'answer_scores' holds True \(bool\)"),
+        ({"image": ["red.png", "blue.png"]}, r"s.arrow: column 'image' has type string; expected binary"),
+    ],
+)
+def test_wrong_types_are_named_on_the_driver(tmp_path: Path, replace: dict[str, object], message: str) -> None:
+    path = tiny_vqa(tmp_path / "s.arrow", **replace)
+    with pytest.raises(DataError, match=message):
+        vqa.read_questions(path)
+
+
+def test_an_image_cell_that_is_not_bytes_is_named_with_its_row(tmp_path: Path) -> None:
+    from i2m2_ray.data.arrow_vl import decode_cell
+
+    assert decode_cell(RED, 2, "f.arrow", 0, "image").shape == (3, 2, 2)
+    with pytest.raises(DataError, match=r"f.arrow, row 4: column 'image' holds str; expected encoded image bytes"):
+        decode_cell("red.png", 2, "f.arrow", 4, "image")
+    with pytest.raises(DataError, match=r"f.arrow, row 5: column 'image' is empty"):
+        decode_cell(b"", 2, "f.arrow", 5, "image")
+    with pytest.raises(DataError, match=r"f.arrow, row 6: 'image' is not a readable image"):
+        decode_cell(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 2, "f.arrow", 6, "image")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.options={image_size: big}", r"data.options.image_size must be a whole number >= 1, got 'big'"),
+        ("data.options={max_text_length: 1}", r"data.options.max_text_length must be a whole number >= 2"),
+        ("data.options={max_questions: 0}", r"data.options.max_questions must be a whole number >= 1 or null"),
+        ("data.options={cache: yes please}", r"data.options.cache must be true or false"),
+        ("data.options={ood_sets: kw}", r"data.options.ood_sets must be a list of OOD set names"),
+        ("data.sample={train: 12, odd: 3}", r"unknown data.sample key\(s\) \['odd'\] for vqa"),
+        ("data.sample={lang: 2}", r"data.sample.lang must be a number in \[0, 1\], got 2"),
+    ],
+)
+def test_bad_settings_are_named_before_anything_is_read(tmp_path: Path, override: str, message: str) -> None:
+    from i2m2_ray.config import ConfigError
+    from i2m2_ray.data import check_data_config, get_dataset
+
+    with pytest.raises(ConfigError, match=message):
+        check_data_config(get_dataset("vqa"), load_config(None, [override]))
+    with pytest.raises((ConfigError, DataError), match=message):
+        get_dataset("vqa").load(load_config(None, [override]), tmp_path)
+    assert not (tmp_path / "sample_data").exists()
+
+
+def test_max_samples_caps_every_set_evenly(tmp_path: Path, ray_local: None) -> None:
+    vqa_sample.write_sample(tmp_path / "d", train=12, val=6, test=6, ood=4, size=8)
+    options = "data.options={image_size: 8, max_text_length: 8, ood_sets: [kw, ko]}"
+    cfg = load_config(None, [options, "data.max_samples=5"])
+    prepared = vqa.prepare(cfg, tmp_path / "d", tmp_path / "work")
+    assert prepared.sizes == {"train": 5, "val": 5, "test": 5, "test_ood_kw": 5, "test_ood_ko": 5}

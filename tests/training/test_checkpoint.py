@@ -35,5 +35,22 @@ def test_wrong_paradigm_and_bad_files_are_named(tmp_path: Path) -> None:
 def test_pickled_module_is_refused(tmp_path: Path) -> None:
     # a whole pickled module is exactly what weights_only loading must refuse
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
-    with pytest.raises(CheckpointError, match="not a readable weights-only checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable weights-only checkpoint") as caught:
         load_checkpoint(tmp_path / "module.pt")
+    assert "holds Python objects, not only tensors: Unsupported global: GLOBAL torch.nn.modules.linear.Linear" in str(
+        caught.value
+    )
+
+
+def test_no_message_suggests_loading_without_weights_only(tmp_path: Path) -> None:
+    """torch's own message advises ``weights_only=False`` (running the file's code): never passed on."""
+    path = save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(3, 2).state_dict(), "inter", {}, SPEC)
+    (tmp_path / "truncated.pt").write_bytes(path.read_bytes()[:200])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    for name in ("truncated.pt", "junk.pt", "module.pt"):
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(tmp_path / name)
+        text = str(caught.value)
+        assert text.startswith(f"{tmp_path / name}: not a readable weights-only checkpoint (")
+        assert "weights_only" not in text and "trust" not in text, text

@@ -47,3 +47,34 @@ def test_the_facts_travel_and_the_worker_builds_through_the_registry(tmp_path: P
     assert model.experts["audio"].encoder.out_features == 4  # width 2, two stages (model.blocks[1])
     out = model({"image": torch.zeros(2, 1, 28, 28), "audio": torch.zeros(2, 1, 28, 28)})
     assert out["digit"].shape == (2, 10)
+
+
+class FakeTaskError(Exception):
+    """What Ray raises for a task that failed: a class posing as the original, ``cause`` set."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"ray::MapBatches() (pid=1)\n  traceback...\n{cause}")
+        self.cause = cause
+
+
+def test_errors_that_would_recur_are_found_inside_ray_s_wrappers_with_their_text() -> None:
+    from i2m2_ray.data import DataError
+    from i2m2_ray.placement import ResourceTimeoutError
+    from i2m2_ray.training.launch import recurring_error, resource_error
+
+    original = DataError("/d/image/train_data.npy: 'image' row 5 holds 300.0; expected values 0-255")
+    posing = type("RayTaskError(DataError)", (FakeTaskError, DataError), {})(original)
+    failed = RuntimeError("Training failed due to worker errors:")
+    failed.worker_failures = {0: posing}  # type: ignore[attr-defined]  # Ray Train's WorkerGroupError
+    found = recurring_error(failed)
+    assert type(found) is DataError and str(found) == str(original)
+    noted = DataError(f"{original}\nFailed to apply UDF transform after 1/1 attempts.\nTo change retry attempts, ...")
+    assert str(recurring_error(noted)) == str(original)  # Ray Data's note on retries is dropped
+    assert recurring_error(RuntimeError("worker died")) is None  # restarted, not recurring
+    timeout = ResourceTimeoutError("inter: ... did not get their resources within run.resource_timeout_s=5 s")
+    wrapped = FakeTaskError(timeout)
+    assert type(recurring_error(wrapped)) is ResourceTimeoutError  # the subclass survives
+    startup = type("WorkerGroupStartupTimeoutError", (Exception,), {})("timed out")
+    controller = RuntimeError("Training failed due to controller error")
+    controller.controller_failure = startup  # type: ignore[attr-defined]
+    assert resource_error(controller) is startup
