@@ -36,6 +36,54 @@ class AssessSettings:
     seed: int = 0
 
 
+def settings_of(cfg: Any) -> AssessSettings:
+    """The assessment an experiment config asks for (its ``evaluation`` section; the run's
+    seed seeds the resamples and the noise)."""
+    e = cfg.evaluation
+    return AssessSettings(
+        bootstrap=e.bootstrap,
+        ece_bins=e.ece_bins,
+        robustness=e.robustness,
+        noise_levels=tuple(float(v) for v in e.noise_levels),
+        fill=e.fill,
+        stats_samples=e.stats_samples,
+        seed=cfg.run.seed,
+    )
+
+
+def robustness_reports(
+    checkpoints: Mapping[str, str], prepared: Any, cfg: Any, settings: AssessSettings
+) -> dict[str, dict[str, Any]]:
+    """Model -> its robustness report (:func:`assess_model`), each computed in a Ray task beside
+    the data, one model at a time, over the test split read once: on a GPU when the run trains
+    on GPUs, else on no reserved CPU (like the fit launchers), so Ray Data's reading always
+    finds a CPU."""
+    import ray
+    import ray.data
+
+    gpu = 1 if cfg.run.use_gpu else 0
+    threads = max(1, int(cfg.run.cpus_per_worker))
+
+    def assess(checkpoint: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
+        import logging
+
+        import torch
+
+        torch.set_num_threads(threads)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # a line per pass is noise here
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        return assess_model(checkpoint, datasets, prepared.info, settings, cfg.train.batch_size)
+
+    task = ray.remote(num_cpus=0, num_gpus=gpu, max_retries=0)(assess)
+    # read and preprocessed once for every model and pass (Ray spills to disk what the
+    # object store cannot hold): the training rows the input statistics come from, the test split
+    datasets = {
+        "train": prepared.datasets["train"].limit(settings.stats_samples).materialize(),
+        "test": prepared.datasets["test"].materialize(),
+    }
+    return {name: ray.get(task.remote(path, datasets)) for name, path in checkpoints.items()}
+
+
 def assess_predictions(
     labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], settings: AssessSettings
 ) -> dict[str, float]:
@@ -121,12 +169,14 @@ def assess_model(
 
     ckpt = load_checkpoint(checkpoint)
     model, spec = model_from_checkpoint(ckpt, facts)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the task was given one
+    model.to(device)
     torch.manual_seed(settings.seed)
     train = datasets["train"].iter_torch_batches(batch_size=batch_size)
     stats = input_stats(train, spec.modalities, settings.stats_samples)
 
     def test() -> Any:
-        return datasets["test"].iter_torch_batches(batch_size=batch_size)
+        return datasets["test"].iter_torch_batches(batch_size=batch_size, device=device)
 
     report: dict[str, Any] = robustness(
         model,
@@ -159,3 +209,74 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], facts: Mapping[str, Any]) -> 
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, spec
+
+
+@dataclass
+class Assessment:
+    """What stage 3 found, for every model it assessed.
+
+    Attributes:
+        entries: model -> its extra ``summary.json`` entries (calibration, intervals,
+            ``missing.*``, ``robustness.*``).
+        reports: model -> its robustness report (every curve; empty without robustness).
+        figures: model -> its reliability diagrams; ``""`` -> the figures of the comparison
+            (robustness curves per modality, the main metric with its interval per model).
+    """
+
+    entries: dict[str, dict[str, float]]
+    reports: dict[str, dict[str, Any]]
+    figures: dict[str, list[Any]]
+
+
+def assess_models(
+    predictions: Mapping[str, tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+    tests: Mapping[str, Mapping[str, float]],
+    reports: Mapping[str, Mapping[str, Any]],
+    settings: AssessSettings,
+    metrics: Sequence[str],
+    plots: Any,
+    dataset: str,
+) -> Assessment:
+    """Stage 3 on the driver, from what the models left: ``predictions`` (model -> its test
+    labels and probabilities), ``tests`` (model -> its test metrics) and ``reports`` (model ->
+    its robustness report, from :func:`assess_model`; may be empty). ``metrics``: the report's
+    columns, the first the main one (its interval bars, the robustness figures); figures go
+    to the folder ``plots``."""
+    from pathlib import Path
+
+    from i2m2_ray.evaluation import interval_bars, reliability_diagram, robustness_figure
+
+    folder = Path(plots)
+    entries: dict[str, dict[str, float]] = {}
+    figures: dict[str, list[Any]] = {"": []}
+    for name, (labels, probs) in predictions.items():
+        entries[name] = assess_predictions(labels, probs, settings)
+        figures[name] = []
+        for head, curve in reliability_curves(labels, probs, settings.ece_bins).items():
+            suffix = "" if len(labels) == 1 else f"_{head}"
+            title = f"{name}{' ' + head if suffix else ''}: test reliability"
+            figures[name].append(reliability_diagram(curve, title, folder / f"reliability_{name}{suffix}.png"))
+    for name, report in reports.items():
+        entries.setdefault(name, {}).update(flatten_robustness(report, metrics))
+    for name, extra in effective_robustness_entries(reports, metrics).items():
+        entries.setdefault(name, {}).update(extra)
+    main = metrics[0]
+    modalities = sorted({m for r in reports.values() for m in r.get("noise", {})})
+    for m in modalities:
+        curves = {
+            n: [float(c.get(main, np.nan)) for c in r["noise"][m]["metrics"]]
+            for n, r in reports.items()
+            if m in r.get("noise", {})
+        }
+        levels = next(r["noise"][m]["levels"] for r in reports.values() if m in r.get("noise", {}))
+        title = f"{dataset}: test {main} with noise on '{m}'"
+        figures[""].append(robustness_figure(levels, curves, main, title, folder / f"robustness_{m}.png"))
+    bars: dict[str, tuple[float, float, float]] = {}
+    for n, e in entries.items():
+        if n in tests:
+            low, high = e.get(f"{main}_ci_low", np.nan), e.get(f"{main}_ci_high", np.nan)
+            bars[n] = (float(tests[n].get(main, np.nan)), float(low), float(high))
+    if bars:
+        title = f"{dataset}: test {main}, 95% bootstrap interval"
+        figures[""].append(interval_bars(bars, main, title, folder / f"comparison_{main}.png"))
+    return Assessment(entries, {n: dict(r) for n, r in reports.items()}, figures)

@@ -80,8 +80,9 @@ class ModelConfig:
         ``"inter"``, these settings for a modality's expert."""
         if expert != INTER or not self.inter_expert:
             return self
-        merged = _deep_merge({k: v for k, v in dataclasses.asdict(self).items() if k != "inter_expert"},
-                             self.inter_expert)
+        merged = _deep_merge(
+            {k: v for k, v in dataclasses.asdict(self).items() if k != "inter_expert"}, self.inter_expert
+        )
         return _from_dict(ModelConfig, merged, "model.inter_expert")
 
 
@@ -159,6 +160,19 @@ class ReportConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Stage 3: what every trained model is assessed on besides its test metrics (the test
+    split, best weights): bootstrap intervals, calibration, missing and noisy modalities."""
+
+    bootstrap: int = 1000  # test-set resamples per 95% percentile interval (0: no intervals)
+    ece_bins: int = 15  # equal-width bins of the top-class probability
+    robustness: bool = True  # each modality missing, and noisy at every level
+    noise_levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    fill: str = "mean"  # what a single expert gets for a missing modality: mean | zeros
+    stats_samples: int = 4096  # training samples the modalities' mean and std come from
+
+
+@dataclass
 class ExperimentConfig:
     experiment: str = "fastmri"
     data: DataConfig = field(default_factory=DataConfig)
@@ -167,6 +181,7 @@ class ExperimentConfig:
     product: ProductConfig = field(default_factory=ProductConfig)
     run: RunSettings = field(default_factory=RunSettings)
     report: ReportConfig = field(default_factory=ReportConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     # ``train`` keys that differ by model: a paradigm kind (unimodal, inter, intra, i2m2) or a
     # model name (unimodal_audio), the name winning, e.g. {unimodal: {lr: 0.01}}.
     per_paradigm: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -205,6 +220,7 @@ class ExperimentConfig:
                 f"run.max_failures must be >= 0 (or -1: no limit), got {self.run.max_failures}",
             ),
             *_train_checks(self.train, "train"),
+            *_evaluation_checks(self.evaluation),
             (self.product.epochs >= 1, f"product.epochs must be >= 1, got {self.product.epochs}"),
             (_positive(self.product.lr), f"product.lr must be > 0 and finite, got {self.product.lr}"),
             (
@@ -308,6 +324,24 @@ def _model_checks(m: ModelConfig, where: str) -> list[tuple[bool, str]]:
         (all(h >= 1 for h in m.hidden), f"{where}.hidden must list layer widths >= 1, got {m.hidden}"),
         (m.head_hidden >= 0, f"{where}.head_hidden must be >= 0 (0: a linear head), got {m.head_hidden}"),
         (m.fusion_dim >= 1, f"{where}.fusion_dim must be >= 1, got {m.fusion_dim}"),
+    ]
+
+
+def _evaluation_checks(e: EvaluationConfig) -> list[tuple[bool, str]]:
+    """Ranges of the ``evaluation`` section."""
+    return [
+        (e.bootstrap >= 0, f"evaluation.bootstrap must be >= 0 resamples (0: no intervals), got {e.bootstrap}"),
+        (e.ece_bins >= 1, f"evaluation.ece_bins must be >= 1, got {e.ece_bins}"),
+        (
+            len(e.noise_levels) >= 1 and all(math.isfinite(v) and v >= 0 for v in e.noise_levels),
+            f"evaluation.noise_levels must list finite levels >= 0, got {e.noise_levels}",
+        ),
+        (
+            list(e.noise_levels) == sorted(set(e.noise_levels)) and e.noise_levels[:1] == [0.0],
+            f"evaluation.noise_levels must rise from 0 (the clean score) without repeats, got {e.noise_levels}",
+        ),
+        (e.fill in ("mean", "zeros"), f"evaluation.fill must be 'mean' or 'zeros', got {e.fill!r}"),
+        (e.stats_samples >= 1, f"evaluation.stats_samples must be >= 1, got {e.stats_samples}"),
     ]
 
 

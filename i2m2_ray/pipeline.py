@@ -9,14 +9,16 @@ and to MLflow (a parent run, a child run per model).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from i2m2_ray import tracking
+from i2m2_ray.assess import Assessment, assess_models, robustness_reports, settings_of
 from i2m2_ray.config import ConfigError, ExperimentConfig
 from i2m2_ray.data.base import DataError, PreparedData
 from i2m2_ray.files import (
@@ -190,6 +192,7 @@ class Pipeline:
         tags = {"dataset": cfg.experiment, "stage": "pipeline"}
         if old:
             tags["resumed_from"] = old
+        study = os.environ.get(tracking.STUDY_RUN_ENV) or None  # one seed of experiments/study.py
         parent = self.tracker.call(
             tracking.start_run,
             exp_id,
@@ -201,6 +204,7 @@ class Pipeline:
                 "sizes": self.data.sizes,
                 "placement": self.placement.describe() if self.placement else "not planned",
             },
+            parent_run_id=study,
         )
         if parent is not None:
             self.state["parent_run_id"] = parent
@@ -224,11 +228,15 @@ class Pipeline:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
                 results.update(self.stages.fit("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
-            summary = {n: summary_entry(results[n]) for n in order}
+            assessed = self._assess({n: results[n] for n in order}, parent)
+            summary = {n: {**summary_entry(results[n]), **assessed.entries.get(n, {})} for n in order}
             summary_path = atomic_write_json(self.out / "summary.json", summary)  # paradigms in order
             if parent is not None:
+                # the parent keeps the comparison: test metrics and the main metric's interval
+                main = cfg.report.metrics[0]
+                keep = (*results[order[0]].test, f"{main}_ci_low", f"{main}_ci_high", "wall_seconds")
                 for n, m in summary.items():
-                    self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": v for k, v in m.items()})
+                    self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": m[k] for k in keep if k in m})
                 self.tracker.call(tracking.log_metrics, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
                 self.tracker.call(tracking.log_artifact, parent, summary_path)
                 self.stages.end(parent, "FINISHED")
@@ -236,6 +244,41 @@ class Pipeline:
             self.stages.end(parent, "FAILED")
             raise
         return PipelineResult(summary, self.out, self.tracker.uri or "", parent or "")
+
+    def _assess(self, results: dict[str, FitResult], parent: str | None) -> Assessment:
+        """Stage 3: every model's calibration and bootstrap intervals (from its saved test
+        predictions), and its test metrics with each modality missing or noisy (a Ray task
+        per model, from its best weights); the curves go to ``assessment.json``, the
+        reliability diagrams to the child runs, the comparison figures to the parent."""
+        cfg = self.cfg
+        settings = settings_of(cfg)
+        what = "intervals, calibration" + (", missing and noisy modalities" if settings.robustness else "")
+        print(f"stage 3: assessing {list(results)} ({what})", flush=True)
+        t0 = time.perf_counter()
+        checkpoints = {n: r.checkpoint for n, r in results.items()}
+        reports = robustness_reports(checkpoints, self.data, cfg, settings) if settings.robustness else {}
+        found = assess_models(
+            {n: (r.test_labels, r.test_probs) for n, r in results.items()},
+            {n: r.test for n, r in results.items()},
+            reports,
+            settings,
+            cfg.report.metrics,
+            self.out / "plots",
+            cfg.experiment,
+        )
+        atomic_write_json(self.out / "assessment.json", {"settings": asdict(settings), "robustness": found.reports})
+        print(f"stage 3: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        for name, run_id in self.stages.run_ids.items():
+            if run_id is None or name not in found.entries:
+                continue
+            self.tracker.call(tracking.log_metrics, run_id, {f"test_{k}": v for k, v in found.entries[name].items()})
+            for fig in found.figures.get(name, []):
+                self.tracker.call(tracking.log_artifact, run_id, fig, "plots")
+        if parent is not None:
+            for fig in found.figures[""]:
+                self.tracker.call(tracking.log_artifact, parent, fig, "plots")
+            self.tracker.call(tracking.log_artifact, parent, self.out / "assessment.json")
+        return found
 
 
 class StageFitter:
@@ -275,6 +318,7 @@ class StageFitter:
         self.storage = storage_path
         self.run_suffix = run_suffix
         self.tracker = tracker
+        self.run_ids: dict[str, str | None] = {}  # model -> its child run (None: not tracked)
         self.max_in_flight = max_in_flight
         self.placement = placement
 
@@ -342,6 +386,7 @@ class StageFitter:
                 self.end(runs[name], "FINISHED")
                 continue
             todo[name] = self._request(name, runs[name], init_for.get(name, {}))
+        self.run_ids.update(runs)
         errors: dict[str, Exception] = {}
         for name, res in fit_concurrently(todo, self.max_in_flight):
             if isinstance(res, Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from i2m2_ray.assess import (
     AssessSettings,
     assess_model,
+    assess_models,
     assess_predictions,
     effective_robustness_entries,
     flatten_robustness,
@@ -76,3 +79,36 @@ def test_a_trained_model_is_assessed_on_real_ray_data(ray_local: None, tmp_path:
     assert set(report["missing"]) == {"static", "timeseries"}
     curve = report["noise"]["static"]
     assert curve["levels"] == [0.0, 1.0] and "accuracy" in curve["metrics"][0]
+
+
+def test_stage_three_gives_entries_and_figures_for_every_model(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sharp = rng.uniform(0.01, 0.99, 300)
+    y = (rng.uniform(size=300) < sharp).astype(np.int64)  # calibrated by construction
+    blunt = np.full(300, 0.95)  # always sure of class 1
+    predictions = {
+        "inter": ({"h": y}, {"h": np.stack([1 - blunt, blunt], 1)}),
+        "i2m2": ({"h": y}, {"h": np.stack([1 - sharp, sharp], 1)}),
+    }
+    tests = {"inter": {"acc": 0.5}, "i2m2": {"acc": 0.95}}
+    levels = [0.0, 0.5, 1.0]
+    reports = {
+        n: {"missing": {"a": {"acc": v}}, "noise": {"a": {"levels": levels, "metrics": [{"acc": v}] * 3}}}
+        for n, v in (("inter", 0.5), ("i2m2", 0.9))
+    }
+    found = assess_models(predictions, tests, reports, AssessSettings(bootstrap=100), ["acc"], tmp_path, "toy")
+    # a constant 0.95 is off by 0.95 - (share of class 1); the other model is calibrated
+    assert found.entries["inter"]["ece"] == pytest.approx(0.95 - np.mean(y == 1))
+    assert found.entries["i2m2"]["ece"] < 0.1 < found.entries["inter"]["ece"]
+    assert found.entries["i2m2"]["missing.a.acc"] == 0.9
+    # flat curves: shifted to i2m2's clean score, inter's curve is i2m2's, so no effective gain
+    assert found.entries["i2m2"]["robustness.a.effective_acc"] == pytest.approx(0.0)
+    assert found.entries["i2m2"]["robustness.a.relative_acc"] == pytest.approx(0.9)
+    assert found.entries["i2m2"]["accuracy_ci_low"] < found.entries["i2m2"]["accuracy_ci_high"]
+    names = sorted(f.name for fs in found.figures.values() for f in fs)
+    assert names == ["comparison_acc.png", "reliability_i2m2.png", "reliability_inter.png", "robustness_a.png"]
+    for fs in found.figures.values():
+        for f in fs:
+            assert Image.open(f).size[0] > 100

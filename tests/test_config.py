@@ -148,6 +148,12 @@ def test_the_inter_expert_gets_its_own_model_keys() -> None:
         ("data.max_samples=ten", r"config key 'data.max_samples': expected"),
         ("data.split_seed=-3", r"data.split_seed must be >= 0"),
         ("train.monitor=''", r"train.monitor must name a validation metric"),
+        ("evaluation.bootstrap=-1", r"evaluation.bootstrap must be >= 0 resamples \(0: no intervals\), got -1"),
+        ("evaluation.ece_bins=0", r"evaluation.ece_bins must be >= 1, got 0"),
+        ("evaluation.noise_levels=[0.0, -0.5]", r"evaluation.noise_levels must list finite levels >= 0"),
+        ("evaluation.noise_levels=[0.5, 1.0]", r"evaluation.noise_levels must rise from 0 \(the clean score\)"),
+        ("evaluation.fill=median", r"evaluation.fill must be 'mean' or 'zeros', got 'median'"),
+        ("evaluation.stats_samples=0", r"evaluation.stats_samples must be >= 1, got 0"),
     ],
 )
 def test_every_numeric_value_has_a_range(override: str, message: str) -> None:

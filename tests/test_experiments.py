@@ -32,6 +32,25 @@ def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
             assert key in m, (name, key)
         assert m["wall_seconds"] > 0
         assert (out / "checkpoints" / f"{name}.pt").is_file()
+        # stage 3: calibration, intervals, each modality missing and noisy
+        assert 0 <= m["ece_mean"] <= 1 and 0 <= m["brier_mean"] <= 2, name
+        assert 0 <= m["auroc_mean_ci_low"] <= m["auroc_mean_ci_high"] <= 1, name
+        for modality in ("magnitude", "phase"):
+            assert 0 <= m[f"missing.{modality}.auroc_mean"] <= 1, (name, modality)
+            assert f"robustness.{modality}.relative_auroc_mean" in m, (name, modality)
+            assert f"robustness.{modality}.effective_auroc_mean" in m, (name, modality)
+    # known answers: a unimodal expert given only the training mean of its modality predicts one
+    # value for every slice (AUROC 0.5 on each label); without the other modality it is unchanged
+    alone = summary["unimodal_magnitude"]
+    assert alone["missing.magnitude.auroc_mean"] == 0.5
+    assert alone["missing.phase.auroc_mean"] == pytest.approx(alone["auroc_mean"])
+    assessment = json.loads((out / "assessment.json").read_text())
+    assert sorted(assessment["robustness"]) == sorted(PARADIGMS)
+    curve = assessment["robustness"]["i2m2"]["noise"]["phase"]
+    assert curve["levels"] == [0.0, 0.5, 1.0]
+    assert curve["metrics"][0]["auroc_mean"] == pytest.approx(summary["i2m2"]["auroc_mean"])  # level 0: clean
+    for fig in ("robustness_magnitude.png", "robustness_phase.png", "comparison_auroc_mean.png"):
+        assert (out / "plots" / fig).stat().st_size > 1000, fig
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -58,6 +77,12 @@ def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
         assert len(client.get_metric_history(child.info.run_id, "val_auroc_mean")) >= 1
         arts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"checkpoint", "plots"} <= arts
+        plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+        assert f"plots/reliability_{child.data.tags['paradigm']}_acl.png" in plots
+        assert "test_ece_mean" in child.data.metrics and "test_missing.phase.auroc_mean" in child.data.metrics
+    parent_plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/robustness_magnitude.png", "plots/comparison_auroc_mean.png"} <= parent_plots
+    assert "i2m2.auroc_mean_ci_low" in parent.data.metrics
     return summary
 
 

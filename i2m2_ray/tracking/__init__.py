@@ -18,6 +18,8 @@ from typing import Any
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"
+# set by experiments/study.py for each seed's pipeline: the study's run, the seed's parent run's parent
+STUDY_RUN_ENV = "I2M2_STUDY_RUN_ID"
 
 
 # the password of a URI's user info: scheme://user:password@host
