@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from i2m2_ray.spec import INTER, PARADIGMS, PRODUCTS, is_model_name, kind_of
+from i2m2_ray.spec import INTER, INTER_EXTENDED, PARADIGMS, PRODUCTS, is_model_name, kind_of
 
 HEAD_ACTIVATIONS = ("relu", "gelu")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -170,6 +170,9 @@ class EvaluationConfig:
     noise_levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     fill: str = "mean"  # what a single expert gets for a missing modality: mean | zeros
     stats_samples: int = 4096  # training samples the modalities' mean and std come from
+    # stage 2 also trains inter_extended (the fitted inter expert, trained on with the
+    # product's lr, weight decay and epochs): the products' compute-matched control
+    inter_extended: bool = True
 
 
 @dataclass
@@ -196,7 +199,7 @@ class ExperimentConfig:
         by name."""
         merged = dataclasses.asdict(self.train)
         kind = kind_of(model)
-        if kind in PRODUCTS:
+        if kind in PRODUCTS or model == INTER_EXTENDED:
             merged.update(lr=self.product.lr, weight_decay=self.product.weight_decay, epochs=self.product.epochs)
         for key in (kind, model):
             merged.update(self.per_paradigm.get(key, {}))

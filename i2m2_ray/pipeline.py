@@ -39,7 +39,7 @@ from i2m2_ray.rundir import (
     data_paths,
     discard_earlier_run,
 )
-from i2m2_ray.spec import PRODUCTS, component_paradigm, kind_of
+from i2m2_ray.spec import INTER, INTER_EXTENDED, PRODUCTS, component_paradigm, kind_of
 from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint
 from i2m2_ray.training.launch import RECURRING, FitRequest, FitResult, fit_concurrently
 
@@ -224,10 +224,15 @@ class Pipeline:
             if cfg.product.init == "components":
                 for p in products:
                     init_for[p] = {e: results[component_paradigm(e)].checkpoint for e in self.data.spec.components(p)}
+            if products and cfg.evaluation.inter_extended and INTER in results:
+                products = [*products, INTER_EXTENDED]  # the products' compute-matched control
+                init_for[INTER_EXTENDED] = {INTER: results[INTER].checkpoint}
             if products:
                 print(f"stage 2: training {products} ({cfg.product.init} init)", flush=True)
                 results.update(self.stages.fit("products", products, exp_id, parent, init_for))
             order = [p for p in self.data.spec.paradigms() if p in results]
+            if INTER_EXTENDED in results:  # beside inter
+                order.insert(order.index(INTER) + 1, INTER_EXTENDED)
             assessed = self._assess({n: results[n] for n in order}, parent)
             summary = {n: {**summary_entry(results[n]), **assessed.entries.get(n, {})} for n in order}
             summary_path = atomic_write_json(self.out / "summary.json", summary)  # paradigms in order
@@ -326,14 +331,15 @@ class StageFitter:
         """Whether model ``name`` was fitted earlier (its results are in ``results/``)."""
         return (self.results_dir / f"{name}.json").is_file()
 
-    def _request(self, paradigm: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
+    def _request(self, name: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
         return FitRequest.from_config(
             self.cfg,
             self.data,
-            paradigm,
+            INTER if name == INTER_EXTENDED else name,  # the control is an inter expert
+            name=name,
             storage_path=self.storage,
-            checkpoint_path=self.out / "checkpoints" / f"{paradigm}.pt",
-            run_name=f"{paradigm}-{self.run_suffix}",
+            checkpoint_path=self.out / "checkpoints" / f"{name}.pt",
+            run_name=f"{name}-{self.run_suffix}",
             init_checkpoints=init,
             tracking_uri=self.tracker.uri,
             run_id=run_id,

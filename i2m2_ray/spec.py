@@ -23,6 +23,9 @@ I2M2 = "i2m2"
 PARADIGMS = (UNIMODAL, INTER, INTRA, I2M2)
 PRODUCTS = (INTRA, I2M2)
 COMPONENTS = (UNIMODAL, INTER)  # fitted alone (stage 1); products are stage 2
+# the compute-matched control (stage 2): the fitted inter expert trained on for the products'
+# epochs at their learning rate, so that "I2M2 beats inter" cannot mean "I2M2 trained longer"
+INTER_EXTENDED = "inter_extended"
 _UNIMODAL_PREFIX = f"{UNIMODAL}_"
 
 
@@ -43,7 +46,7 @@ def is_product(model: str) -> bool:
 
 def is_model_name(name: str) -> bool:
     """Whether ``name`` can name a model or a kind (``unimodal_<m>``, ``inter``, ...)."""
-    return name in PARADIGMS or name.startswith(_UNIMODAL_PREFIX)
+    return name in PARADIGMS or name == INTER_EXTENDED or name.startswith(_UNIMODAL_PREFIX)
 
 
 @dataclass(frozen=True)

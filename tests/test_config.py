@@ -188,3 +188,12 @@ def test_keys_inside_free_form_mappings_pass_the_override_check() -> None:
     cfg = load_config(None, overrides)
     assert cfg.data.options == {"task": "icd9_1"} and cfg.model.options == {"text": {"hidden_size": 16}}
     assert cfg.training("inter").lr == 1.0
+
+
+def test_the_inter_control_trains_as_the_products_do() -> None:
+    cfg = load_config(None, ["product.lr=0.002", "product.epochs=7", "product.weight_decay=0.3", "train.lr=0.1"])
+    control, inter = cfg.training("inter_extended"), cfg.training("inter")
+    assert (control.lr, control.epochs, control.weight_decay) == (0.002, 7, 0.3)
+    assert inter.lr == 0.1
+    cfg = load_config(None, ["per_paradigm={inter_extended: {epochs: 2}}"])
+    assert cfg.training("inter_extended").epochs == 2  # by name, as any model

@@ -16,9 +16,9 @@ from .conftest import REPO, MlflowServer, RayHead, submit_job
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
 
 
-def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
+def check_outputs(out: Path, tracking_uri: str, paradigms: list[str] = PARADIGMS) -> dict[str, dict[str, float]]:
     summary: dict[str, dict[str, float]] = json.loads((out / "summary.json").read_text())
-    assert list(summary) == PARADIGMS
+    assert list(summary) == paradigms
     for name, m in summary.items():
         for key in (
             "auroc_mean",
@@ -45,7 +45,7 @@ def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
     assert alone["missing.magnitude.auroc_mean"] == 0.5
     assert alone["missing.phase.auroc_mean"] == pytest.approx(alone["auroc_mean"])
     assessment = json.loads((out / "assessment.json").read_text())
-    assert sorted(assessment["robustness"]) == sorted(PARADIGMS)
+    assert sorted(assessment["robustness"]) == sorted(paradigms)
     curve = assessment["robustness"]["i2m2"]["noise"]["phase"]
     assert curve["levels"] == [0.0, 0.5, 1.0]
     assert curve["metrics"][0]["auroc_mean"] == pytest.approx(summary["i2m2"]["auroc_mean"])  # level 0: clean
@@ -60,7 +60,7 @@ def check_outputs(out: Path, tracking_uri: str) -> dict[str, dict[str, float]]:
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["paradigm"] for r in children) == sorted(PARADIGMS)
+    assert sorted(r.data.tags["paradigm"] for r in children) == sorted(paradigms)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "i2m2.auroc_mean" in parent.data.metrics
     # no secret reaches MLflow: the Ray auth token appears in no param or tag
@@ -95,7 +95,17 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": server.uri}
         env.pop("RAY_ADDRESS", None)
         proc = subprocess.run(
-            [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--seed", "1"],
+            [
+                sys.executable,
+                "experiments/fastmri.py",
+                "--smoke-test",
+                "--output-dir",
+                str(out),
+                "--seed",
+                "1",
+                "--set",
+                "evaluation.inter_extended=true",
+            ],  # fmt: skip
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -104,7 +114,10 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "Test metrics per paradigm" in proc.stdout and f"MLflow:  open {server.uri}" in proc.stdout
-        check_outputs(out, server.uri)
+        summary = check_outputs(out, server.uri, [*PARADIGMS[:3], "inter_extended", *PARADIGMS[3:]])
+        # the control: the fitted inter expert trained on for the products' epochs
+        assert summary["inter_extended"]["best_epoch"] >= 0
+        assert "stage 2: training ['intra', 'i2m2', 'inter_extended']" in proc.stdout
         assert not (out / "mlflow.db").exists()  # everything went to the server
         # artifacts were uploaded through the server into its artifact store
         assert list((tmp_path / "mlflow" / "artifacts").rglob("i2m2.pt"))

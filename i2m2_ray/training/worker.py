@@ -28,7 +28,7 @@ from i2m2_ray.config import ExperimentConfig, TrainConfig, config_from_dict
 from i2m2_ray.models.build import build_model, load_components
 from i2m2_ray.models.experts import ProductOfExperts
 from i2m2_ray.models.registry import encoder_factory
-from i2m2_ray.spec import TaskSpec
+from i2m2_ray.spec import INTER_EXTENDED, TaskSpec
 from i2m2_ray.training.checkpoint import MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint, unwrap
 from i2m2_ray.training.loop import (
     StepSettings,
@@ -95,6 +95,9 @@ def make_model(lc: LoopConfig) -> nn.Module:
             ckpt = load_checkpoint(path)
             load_components(model, {expert: ckpt["state_dict"]}, source=str(path))
         model.freeze(lc.freeze)
+    elif lc.paradigm in lc.init_checkpoints:  # a model trained on from its fitted weights (inter_extended)
+        path = lc.init_checkpoints[lc.paradigm]
+        model.load_state_dict(load_checkpoint(path, paradigm=lc.paradigm)["state_dict"])
     return model
 
 
@@ -189,7 +192,9 @@ def setup(lc: LoopConfig) -> WorkerRun:
     seed_everything(cfg.run.seed)  # identical initial weights on every rank
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    t = cfg.training(lc.paradigm)  # this model's lr, epochs, optimizer, ... (train, product, per_paradigm)
+    # this model's lr, epochs, optimizer, ... (train, product, per_paradigm); the control
+    # inter_extended trains as the products do
+    t = cfg.training(INTER_EXTENDED if lc.name == INTER_EXTENDED else lc.paradigm)
     model = make_model(lc)
     settings = StepSettings.from_config(t)
     if settings.channels_last:
