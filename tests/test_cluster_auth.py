@@ -54,8 +54,10 @@ def submit(head: RayHead, env: dict[str, str], submission_id: str) -> subprocess
     cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard, "--submission-id", submission_id]
     for _ in range(5):
         proc = subprocess.run([*cmd, "--", *ENTRYPOINT], env=env, capture_output=True, text=True, timeout=600)
-        # a head whose job agent is still starting on a loaded machine: try again
-        if "No available agent" not in proc.stdout + proc.stderr:
+        # a head whose job agent is still starting, or whose dashboard did not answer the
+        # version check in time, on a loaded machine: try again
+        said = proc.stdout + proc.stderr
+        if "No available agent" not in said and "Failed to connect to Ray at address" not in said:
             break
         time.sleep(30)
     return proc
