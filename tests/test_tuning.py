@@ -533,12 +533,12 @@ params:
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["avmnist", "mimic"])
 def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> None:
-    """A 4-trial sweep on each of the other datasets' smoke-sized samples finishes and is
+    """A 2-trial sweep on each of the other datasets' smoke-sized samples finishes and is
     recorded: a parent run with one child per trial, each holding the dataset's objective (and
     one per component the trials start from)."""
     from i2m2_ray.cli.common import smoke_overrides
 
-    smoke = [*smoke_overrides(experiment), "product.epochs=2"]
+    smoke = smoke_overrides(experiment)
     space = tmp_path / "space.yaml"
     space.write_text(
         OTHER_SPACE.format(
@@ -546,7 +546,7 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
         )
     )
     out = tmp_path / "out"
-    cmd = search_cmd(out, space, 4)
+    cmd = search_cmd(out, space, 2)
     cmd[cmd.index("--experiment") + 1] = experiment
     proc = subprocess.run(cmd, cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
@@ -561,7 +561,7 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     under = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     children = [r for r in under if r.data.tags.get("stage") == "trial"]
-    assert len({c.data.tags["trial_id"] for c in children}) == 4
+    assert len({c.data.tags["trial_id"] for c in children}) == 2
     # the components, fitted once by the pipeline's stage 1, each a child run of the sweep
     modalities = {"avmnist": ["image", "audio"], "mimic": ["static", "timeseries"]}[experiment]
     components = [r for r in under if r.data.tags.get("stage") == "components"]
@@ -588,12 +588,12 @@ def test_sweep_through_ray_job_submit(tmp_path: Path) -> None:
         space = tmp_path / "space.yaml"
         space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
         out = tmp_path / "out"
-        proc = submit_job(head, "python", *search_cmd(out, space, 3)[1:], timeout=1200)
+        proc = submit_job(head, "python", *search_cmd(out, space, 2)[1:], timeout=1200)
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
         assert "succeeded" in proc.stdout and "Best trial" in proc.stdout
-        assert len(tune_trials(out)) == 3
+        assert len(tune_trials(out)) == 2
         client, parent, children = mlflow_runs(out)
-        assert parent.info.status == "FINISHED" and len({c.data.tags["trial_id"] for c in children}) == 3
+        assert parent.info.status == "FINISHED" and len({c.data.tags["trial_id"] for c in children}) == 2
         assert (out / "search" / "search-fastmri" / "report" / "ranking.txt").is_file()
     finally:
         head.stop()

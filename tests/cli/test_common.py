@@ -26,6 +26,14 @@ TINY_TRANSFORMERS = [
     "product.epochs=1",
     "product.init=components",
 ]
+# Stage 3 at a smoke size, added to every smoke file with the evaluation section
+SMOKE_EVALUATION = [
+    "evaluation.bootstrap=200",
+    "evaluation.robustness=false",
+    "evaluation.noise_levels=[0.0, 0.5, 1.0]",
+    "evaluation.stats_samples=256",
+    "evaluation.inter_extended=false",
+]
 # The SMOKE_OVERRIDES the data modules held before the smoke settings became configs/smoke/*.yaml
 OLD_SMOKE = {
     "fastmri": [
@@ -79,7 +87,7 @@ OLD_COLUMNS = {
 def test_smoke_files_give_the_old_smoke_settings(name: str, kind: str) -> None:
     config = CONFIG_DIR / f"{name}{kind}.yaml"
     assert smoke_file(name, config) == CONFIG_DIR / "smoke" / f"{name}.yaml"
-    assert load_config(config, smoke_overrides(name)) == load_config(config, OLD_SMOKE[name])
+    assert load_config(config, smoke_overrides(name)) == load_config(config, OLD_SMOKE[name] + SMOKE_EVALUATION)
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
