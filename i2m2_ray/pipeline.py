@@ -24,6 +24,7 @@ from i2m2_ray.data.base import DataError, PreparedData
 from i2m2_ray.files import (
     StateFileError,
     atomic_write_json,
+    atomic_write_text,
     data_fingerprint,
     fingerprint_mismatch,
     read_json,
@@ -189,7 +190,7 @@ class Pipeline:
         old = self.state.get("parent_run_id")
         if old:  # resuming: the lost driver's runs are closed as KILLED
             self.tracker.call(tracking.kill_stale_runs, exp_id, old)
-        tags = {"dataset": cfg.experiment, "stage": "pipeline"}
+        tags = {"dataset": cfg.experiment, "stage": "pipeline", **tracking.provenance()}
         if old:
             tags["resumed_from"] = old
         study = os.environ.get(tracking.STUDY_RUN_ENV) or None  # one seed of experiments/study.py
@@ -209,11 +210,21 @@ class Pipeline:
         if parent is not None:
             self.state["parent_run_id"] = parent
             self._save_state()
+            # the resolved config, whole: what --from-run (or --config) runs again
+            self.tracker.call(tracking.log_artifact, parent, self.out / tracking.CONFIG_ARTIFACT)
         return exp_id, parent
+
+    def _write_config(self) -> Path:
+        """``config.yaml`` in the output folder: the resolved config (a run's ``--config``)."""
+        import yaml
+
+        text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        return atomic_write_text(self.out / tracking.CONFIG_ARTIFACT, text)
 
     def run(self) -> PipelineResult:
         cfg = self.cfg
         self._begin()
+        self._write_config()
         exp_id, parent = self._start_parent()
         t0 = time.perf_counter()
         try:
@@ -504,7 +515,8 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
         )
         record(call, out, run, res, history=True)
         tracking.end_run(uri, run, "FINISHED")
-    if (out / "summary.json").is_file():
-        tracking.log_artifact(uri, parent, out / "summary.json")
+    for kept in ("summary.json", tracking.CONFIG_ARTIFACT):
+        if (out / kept).is_file():
+            tracking.log_artifact(uri, parent, out / kept)
     tracking.end_run(uri, parent, "FINISHED")
     return parent

@@ -14,16 +14,15 @@ from .conftest import REPO, RayHead, submit_job
 
 
 def run_smoke(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_script(script, "--smoke-test", "--output-dir", str(out), "--seed", "1", *extra)
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, script, "--smoke-test", "--output-dir", str(out), "--seed", "1", *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, script, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
 
 
@@ -43,6 +42,12 @@ def check_outputs(out: Path, experiment: str, paradigms: list[str], head: str, m
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parents) == 1
+    # repeatable: the resolved config, the command line, the code and package versions
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"config.yaml", "summary.json"}
+    assert (out / "config.yaml").is_file()
+    tags = parents[0].data.tags
+    assert tags["command"].startswith(f"python experiments/{experiment}.py") and tags["version.ray"]
+    assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["paradigm"] for r in children) == sorted(paradigms)
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -73,6 +78,18 @@ def test_mimic_smoke_on_local_ray(tmp_path: Path) -> None:
     paradigms = ["unimodal_static", "unimodal_timeseries", "inter", "intra", "i2m2"]
     check_outputs(out, "mimic", paradigms, "icd9_1", ["auroc", "auprc", "accuracy"])
     assert (out / "sample_data" / "im.pk").is_file() and (out / "sample_data" / "im.npz").is_file()
+    # the same run again from what MLflow holds (no --smoke-test, --seed or --task given):
+    # in deterministic mode (the default) it gives the same test metrics, exactly
+    parent = json.loads(proc.stdout.strip().splitlines()[-1])["parent_run_id"]
+    again = run_script(
+        "experiments/mimic.py", "--from-run", parent, "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}",
+        "--output-dir", str(tmp_path / "again"),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    first, second = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "again"))
+    assert list(first) == list(second) == paradigms
+    for name in paradigms:
+        assert second[name]["auroc"] == first[name]["auroc"] and second[name]["accuracy"] == first[name]["accuracy"]
 
 
 @pytest.mark.slow

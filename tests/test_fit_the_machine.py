@@ -127,7 +127,7 @@ def test_a_gpu_config_runs_scaled_to_the_cpus_and_records_what_ran(finished: Fin
     runs = client.search_runs([client.get_experiment_by_name("avmnist").experiment_id])
     assert len(runs) == 3  # the parent and the two models
     for r in runs:  # the params say what trained, not what the file asked
-        assert (r.data.params["run.use_gpu"], r.data.params["run.cpus_per_worker"]) == ("False", "1.0")
+        assert (r.data.params["run.use_gpu"], r.data.params["run.cpus_per_worker"]) == ("false", "1.0")
         assert r.data.params["placement"].startswith("run.use_gpu: true -> false (the cluster has no GPU); ")
     state = json.loads((finished.out / "pipeline.json").read_text())
     assert state["config"]["run"]["use_gpu"] is False and state["data"]["data_dir"]["files"] == 6

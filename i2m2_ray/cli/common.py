@@ -15,6 +15,7 @@ import yaml
 from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
 from i2m2_ray.data import PLUGINS_ENV, Flag, dataset_names, get_dataset, load_plugins
 from i2m2_ray.placement import GPU_KEY, WORKERS_KEY, explicit_keys
+from i2m2_ray.tracking import TRACKING_ENV, RunConfigError, run_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 # <experiment>.yaml (the sample) and <experiment>_real.yaml (--data-dir): what --smoke-test merges over the config
@@ -45,6 +46,17 @@ def build_parser(
     p.add_argument(
         "--config",
         help=f"YAML config (default: configs/{experiment}.yaml with --data-dir, else configs/{experiment}_demo.yaml)",
+    )
+    p.add_argument(
+        "--from-run",
+        metavar="RUN_ID",
+        help="run an MLflow run again: its config.yaml (a model's run: its pipeline's) is the config; "
+        "the options given here override it",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help=f"MLflow store for this run's records and the one --from-run reads (default: ${TRACKING_ENV}, "
+        "else sqlite:///<output-dir>/mlflow.db)",
     )
     p.add_argument(
         "--set",
@@ -170,8 +182,13 @@ def _as_overrides(node: Mapping[str, Any], prefix: str = "") -> list[str]:
 def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfig:
     """The config file (``--config`` or the default), then the smoke settings, the dataset's
     flags, ``--set`` and the placement options; ``--data-dir`` / ``--annotations`` go to
-    ``data.data_dir`` / ``data.annotations``."""
-    path = Path(args.config) if args.config else default_config(experiment, args.data_dir)
+    ``data.data_dir`` / ``data.annotations``. With ``--from-run`` the run's config (read
+    from MLflow, :func:`run_base`) takes the config file's place."""
+    base = run_base(experiment, args)
+    if base is not None:
+        path = None
+    else:
+        path = Path(args.config) if args.config else default_config(experiment, args.data_dir)
     overrides: list[str] = []
     if args.smoke_test:
         real_data = args.data_dir is not None
@@ -190,12 +207,43 @@ def resolve_config(experiment: str, args: argparse.Namespace) -> ExperimentConfi
         overrides.append(f"run.seed={args.seed}")
     if args.use_gpu is not None:
         overrides.append(f"run.use_gpu={'true' if args.use_gpu else 'false'}")
-    cfg = load_config(path, overrides)
+    try:
+        cfg = load_config(path, overrides, base=base)
+    except ConfigError as exc:
+        if base is None:
+            raise
+        raise ConfigError(f"the config of run {args.from_run}: {exc}") from None
     if args.data_dir is not None:
         cfg.data.data_dir = args.data_dir
     if args.annotations is not None:
         cfg.data.annotations = args.annotations
     return cfg
+
+
+def run_base(experiment: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The config of the MLflow run ``--from-run`` names (None without it), from the store
+    ``--tracking-uri`` or ``$MLFLOW_TRACKING_URI`` names; a :class:`ConfigError` says what
+    is missing or does not match."""
+    run_id = getattr(args, "from_run", None)
+    if not run_id:
+        return None
+    if args.config:
+        raise ConfigError("--config and --from-run both name the config: give one of them")
+    uri = getattr(args, "tracking_uri", None) or os.environ.get(TRACKING_ENV)
+    if not uri:
+        raise ConfigError(
+            f"--from-run {run_id}: which MLflow store holds the run? Give --tracking-uri URI or set "
+            f"${TRACKING_ENV} (a local run's store is sqlite:///<its output dir>/mlflow.db)"
+        )
+    try:
+        found = run_config(uri, run_id)
+    except RunConfigError as exc:
+        raise ConfigError(f"--from-run: {exc}") from None
+    if found.get("experiment") != experiment:
+        raise ConfigError(
+            f"--from-run {run_id}: the run is a '{found.get('experiment')}' run, this script runs '{experiment}'"
+        )
+    return found
 
 
 def explicit_run_keys(args: argparse.Namespace, overrides: Sequence[str] | None = None) -> set[str]:

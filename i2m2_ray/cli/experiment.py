@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from i2m2_ray.cli.outputs import resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
 from i2m2_ray.data import DataError, get_dataset
+from i2m2_ray.tracking import TRACKING_ENV
 
 
 def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int:
@@ -36,6 +38,8 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
         assert experiment is not None  # argparse exits without --experiment
         dataset = get_dataset(experiment)
         args = build_parser(experiment, choose_experiment=generic).parse_args(argv)
+        if args.tracking_uri:  # this run's records go there too (read by default_tracking_uri)
+            os.environ[TRACKING_ENV] = args.tracking_uri
         cfg = resolve_config(experiment, args)
         explicit = explicit_run_keys(args)
         out = resolve_output_dir(args.output_dir, experiment, args.storage_path)

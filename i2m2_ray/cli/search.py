@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from i2m2_ray.cli.common import build_parser as pipeline_parser
 from i2m2_ray.cli.outputs import resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
-from i2m2_ray.tracking import mask_credentials
+from i2m2_ray.tracking import TRACKING_ENV, mask_credentials
 from i2m2_ray.tuning import (
     SweepOptions,
     SweepResult,
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown experiment '{experiment}'; known: {dataset_names()}", file=sys.stderr)
         return 2
     args = build_parser(experiment).parse_args(argv)
+    if args.tracking_uri:  # the sweep's records go there (read by default_tracking_uri)
+        os.environ[TRACKING_ENV] = args.tracking_uri
     name = args.name or f"search-{experiment}"
     try:
         explicit = explicit_run_keys(args)  # the command line's own, not the search file's
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             search = load_search_file(args.space or default_search_file(experiment, bool(args.data_dir)))
             if search.experiment not in (None, experiment):
                 raise ConfigError(f"{search.path} is a search space for '{search.experiment}', not '{experiment}'")
-            if args.config is None:
+            if args.config is None and not args.from_run:
                 default = CONFIG_DIR / (f"{experiment}.yaml" if args.data_dir else f"{experiment}_demo.yaml")
                 args.config = str(search.base_config or default)
             args.overrides = [*search.overrides, *args.overrides]

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exp_id = tracker.call(tracking.get_experiment_id, args.experiment, out / "mlartifacts")
         if exp_id is not None:
             params = {"seeds": args.seeds, "options": " ".join(passed_on) or "(none)"}
-            tags = {"dataset": args.experiment, "stage": "study"}
+            tags = {"dataset": args.experiment, "stage": "study", **tracking.provenance()}
             study_run = tracker.call(tracking.start_run, exp_id, f"{args.experiment}-study", tags=tags, params=params)
         for s in args.seeds:
             folder = seed_dir(out, s)

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,14 +68,50 @@ def get_experiment_id(uri: str, name: str, artifact_root: str | Path | None) -> 
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dict -> ``{"a.b": "value"}`` with string values (MLflow params)."""
+    """Nested dict -> ``{"a.b": "value"}`` (MLflow params), each value written as YAML flow
+    text so that :func:`unflatten` reads it back as it was: ``None`` -> ``null``, ``False``
+    -> ``false``, ``[1, 1]``, the string ``"1e-3"`` quoted; an empty mapping stays, as
+    ``{}``. Values beyond MLflow's 6,000 characters are cut (config.yaml keeps them whole)."""
     out: dict[str, str] = {}
     for k, v in params.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and v:
             out.update(flatten(v, key + "."))
         else:
-            out[key] = str(v)[:6000]
+            out[key] = param_text(v)[:6000]
+    return out
+
+
+def param_text(value: Any) -> str:
+    """One param's value as YAML flow text (a plain string stays as it is when it reads back
+    as itself)."""
+    import yaml
+
+    if isinstance(value, Mapping):
+        value = dict(value)
+    elif isinstance(value, tuple):
+        value = list(value)
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
+    except yaml.YAMLError:  # an object YAML cannot write: its text
+        return str(value)
+    return text.removesuffix("\n...\n").removesuffix("\n").strip()
+
+
+def unflatten(params: Mapping[str, str]) -> dict[str, Any]:
+    """The nested dict that :func:`flatten` wrote as ``params``."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for key, text in params.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[leaf] = text
     return out
 
 
@@ -99,6 +135,92 @@ def start_run(
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
     return str(run.info.run_id)
+
+
+# the packages whose versions a run records (tags version.<name>)
+VERSIONED = ("i2m2-ray", "ray", "torch", "mlflow", "optuna", "transformers", "numpy")
+CONFIG_ARTIFACT = "config.yaml"
+
+
+def provenance(argv: Sequence[str] | None = None, cwd: str | Path | None = None) -> dict[str, str]:
+    """What a parent run records so that it can be repeated: ``command`` (the command line,
+    as it could be typed again), ``git_commit`` and ``git_dirty`` when the code runs from a
+    git checkout (also as MLflow's ``mlflow.source.git.commit``, shown in its UI), and
+    ``version.<package>`` for the packages that decide the numbers (:data:`VERSIONED`;
+    ``version.python`` too)."""
+    import platform
+    import shlex
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    args = list(sys.argv if argv is None else argv)
+    command = mask_credentials(shlex.join(["python", *args]))[:5000]  # a --tracking-uri's password too
+    tags = {"command": command, "version.python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            tags[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (a job's copy)
+        return tags
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        tags.update(
+            {"git_commit": commit, "git_dirty": "true" if changed else "false", "mlflow.source.git.commit": commit}
+        )
+    return tags
+
+
+class RunConfigError(ValueError):
+    """A run's config cannot be read back from MLflow; the message names the run and why."""
+
+
+def run_config(uri: str, run_id: str) -> dict[str, Any]:
+    """The config a run was made with: its ``config.yaml`` artifact, or its parent's (a
+    model's child run points to the pipeline's run). Raises :class:`RunConfigError`
+    naming the run when it is not found or holds no config."""
+    import tempfile
+
+    import yaml
+
+    client = _client(uri)
+    seen: list[str] = []
+    current: str | None = run_id
+    while current and current not in seen:
+        seen.append(current)
+        try:
+            run = client.get_run(current)
+        except Exception as exc:
+            raise RunConfigError(
+                f"run {current} not found in the MLflow store {mask_credentials(uri)} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
+        names = {a.path for a in client.list_artifacts(current)}
+        if CONFIG_ARTIFACT in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(current, CONFIG_ARTIFACT, tmp)
+                loaded = yaml.safe_load(Path(path).read_text())
+            if not isinstance(loaded, dict):
+                raise RunConfigError(f"run {current}: {CONFIG_ARTIFACT} is not a mapping")
+            return loaded
+        current = run.data.tags.get(PARENT_TAG)
+    raise RunConfigError(
+        f"run {run_id} (and its parent runs) hold no {CONFIG_ARTIFACT}: runs logged before i2m2-ray recorded "
+        f"its config cannot be repeated with --from-run; give the config with --config instead"
+    )
 
 
 def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

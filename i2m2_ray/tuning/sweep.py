@@ -81,7 +81,7 @@ def _start_or_reopen_parent(opts: SweepOptions, uri: str) -> tuple[str, str]:
         uri,
         exp_id,
         opts.sweep_name,
-        tags={"dataset": opts.experiment, "stage": "search", "strategy": opts.strategy},
+        tags={"dataset": opts.experiment, "stage": "search", "strategy": opts.strategy, **tracking.provenance()},
         params={
             "trials": opts.trials,
             "max_concurrent": opts.max_concurrent,
