@@ -186,3 +186,25 @@ def test_a_result_keeps_its_checkpoint_relative_so_a_moved_output_folder_resumes
     (tmp_path / "moved" / "results" / "a.json").write_text('{"name": "a", "parad')
     with pytest.raises(StateFileError, match=r"results/a.json: the saved result of 'a' is damaged.*delete"):
         FitResult.load(tmp_path / "moved" / "results", "a")
+
+
+def test_experiments_are_model_training_and_the_hint_opens_their_runs_table(tmp_path: Path) -> None:
+    """MLflow 3's UI opens a fresh browser on the GenAI overview: experiments carry the
+    model-training kind, and the closing hint gives the runs table's address on that side."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.get_experiment_id(uri, "mimic", tmp_path / "art")
+    client = MlflowClient(uri)
+    assert client.get_experiment(exp).tags[tracking.KIND_TAG] == tracking.MODEL_TRAINING
+    old = client.create_experiment("made-elsewhere")  # an experiment made without the tag gets it
+    assert tracking.get_experiment_id(uri, "made-elsewhere", None) == old
+    assert client.get_experiment(old).tags[tracking.KIND_TAG] == tracking.MODEL_TRAINING
+    assert tracking.ui_hint(uri, "mimic", "/venv/bin/mlflow") == [
+        f"MLflow:  /venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        f"         then open http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning",
+    ]
+    assert tracking.ui_hint(uri, "no-such-experiment") == []
+    assert tracking.runs_page("http://me:***@host:5000/", "7") == (
+        "http://me:***@host:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )

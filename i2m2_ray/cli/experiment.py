@@ -7,10 +7,9 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from i2m2_ray.cli.common import build_parser, explicit_run_keys, import_plugins, preparse, resolve_config
-from i2m2_ray.cli.outputs import resolve_output_dir
+from i2m2_ray.cli.outputs import mlflow_command, resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
 from i2m2_ray.data import DataError, get_dataset
@@ -87,14 +86,7 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
     print("\nTest metrics per paradigm:")
     print(comparison_table(result.summary, cfg.report.metrics))
     print(f"\nsummary: {out / 'summary.json'}")
-    uri = tracking.mask_credentials(result.tracking_uri)
-    if result.tracking_uri.startswith(("http://", "https://")):
-        print(f"MLflow:  open {uri} (experiment '{cfg.experiment}')")
-    elif result.tracking_uri:
-        mlflow_bin = Path(sys.executable).parent / "mlflow"
-        ui = str(mlflow_bin) if mlflow_bin.is_file() else "mlflow"
-        print(f"MLflow:  {ui} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
-    else:
-        print(f"MLflow:  tracking failed; upload later with: python -m i2m2_ray.tracking upload {out}")
+    hint = tracking.ui_hint(result.tracking_uri, cfg.experiment, mlflow_command()) if result.tracking_uri else []
+    print("\n".join(hint or [f"MLflow:  tracking failed; upload later with: python -m i2m2_ray.tracking upload {out}"]))
     print(json.dumps({"parent_run_id": result.parent_run_id}))
     return 0

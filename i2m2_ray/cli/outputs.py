@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -91,3 +92,8 @@ def resolve_output_dir(
             return out
     path = Path(given).expanduser() if given is not None else Path("outputs") / experiment
     return (path if path.is_absolute() else base / path).resolve()
+
+def mlflow_command() -> str:
+    """``mlflow`` beside this Python (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mlflow"
+    return str(beside) if beside.is_file() else "mlflow"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from i2m2_ray.cli.common import CONFIG_DIR, explicit_run_keys, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.common import build_parser as pipeline_parser
-from i2m2_ray.cli.outputs import resolve_output_dir
+from i2m2_ray.cli.outputs import mlflow_command, resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
 from i2m2_ray.config import ConfigError
-from i2m2_ray.tracking import TRACKING_ENV, mask_credentials
+from i2m2_ray.tracking import TRACKING_ENV, mask_credentials, ui_hint
 from i2m2_ray.tuning import (
     SweepOptions,
     SweepResult,
@@ -174,11 +174,8 @@ def print_result(opts: SweepOptions, result: SweepResult) -> None:
             print(f"  {k:40s} {v:.3f}")
     if result.interrupted:
         print("\nThe sweep was interrupted; continue it with --resume (same --output-dir and --name).")
-    uri = mask_credentials(result.tracking_uri)
-    if result.tracking_uri.startswith(("http://", "https://")):
-        print(f"\nMLflow:  open {uri} (experiment '{opts.experiment}-search')")
-    else:
-        print(f"\nMLflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    hint = ui_hint(result.tracking_uri, f"{opts.experiment}-search", mlflow_command())
+    print("\n" + "\n".join(hint or [f"MLflow:  {mask_credentials(result.tracking_uri)} did not answer"]))
     print(
         json.dumps({"parent_run_id": result.parent_run_id, "best_trial": result.best.trial_id if result.best else None})
     )

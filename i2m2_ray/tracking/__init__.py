@@ -48,23 +48,56 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow's experiment-kind tag: a model-training experiment, not a GenAI one (the UI reads it
+# where its GenAI / model-training switch is off; the runs page's address carries the switch)
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def get_experiment_id(uri: str, name: str, artifact_root: str | Path | None) -> str:
     """Id of experiment ``name``, created if needed (artifacts under ``artifact_root`` for a
-    local sqlite store; a tracking server chooses its own)."""
+    local sqlite store; a tracking server chooses its own) and tagged as model training."""
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
         return str(exp.experiment_id)
     location = None
     if uri.startswith("sqlite:") and artifact_root is not None:
         location = Path(artifact_root).resolve().as_uri()
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(client.create_experiment(name, artifact_location=location, tags={KIND_TAG: MODEL_TRAINING}))
     except Exception:  # created concurrently by another process
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def runs_page(base_url: str, experiment_id: str) -> str:
+    """The address of an experiment's runs table in the MLflow UI at ``base_url``, on its
+    model-training side (MLflow 3 otherwise opens a fresh browser on the GenAI overview)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_hint(uri: str, experiment: str, mlflow_bin: str = "mlflow") -> list[str]:
+    """What to type, or open, to see ``experiment``'s runs: for a local store the ``mlflow
+    ui`` command (on 127.0.0.1) and the page to open; for a server, the page. Empty when the
+    store does not answer or holds no such experiment."""
+    try:
+        exp = _client(uri).get_experiment_by_name(experiment)
+    except Exception:
+        return []
+    if exp is None:
+        return []
+    shown = mask_credentials(uri)
+    if uri.startswith(("http://", "https://")):
+        return [f"MLflow:  open {runs_page(shown, exp.experiment_id)}"]
+    return [
+        f"MLflow:  {mlflow_bin} ui --backend-store-uri {shown} --host 127.0.0.1 --port 5000",
+        f"         then open {runs_page('http://127.0.0.1:5000', exp.experiment_id)}",
+    ]
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
