@@ -17,38 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from i2m2_ray.evaluation import DEFAULT_LEVELS, bootstrap_intervals, calibration_metrics, reliability_curve
+from i2m2_ray.evaluation import reliability_curve
+from i2m2_ray.evaluation.scoring import AssessSettings, assess_predictions, settings_of
+
+__all__ = [
+    "AssessSettings",
+    "Assessment",
+    "assess_model",
+    "assess_models",
+    "assess_predictions",
+    "robustness_reports",
+    "settings_of",
+]
 
 MISSING = "missing"
 ROBUSTNESS = "robustness"
-
-
-@dataclass(frozen=True)
-class AssessSettings:
-    """How models are assessed (``evaluation.*`` of the config)."""
-
-    bootstrap: int = 1000  # resamples of the test set for each interval (0: no intervals)
-    ece_bins: int = 15
-    robustness: bool = True  # missing and noisy modalities (needs a pass over the test set per case)
-    noise_levels: tuple[float, ...] = DEFAULT_LEVELS
-    fill: str = "mean"  # what a single expert gets for a missing modality: mean | zeros
-    stats_samples: int = 4096  # training samples the inputs' mean and std are estimated from
-    seed: int = 0
-
-
-def settings_of(cfg: Any) -> AssessSettings:
-    """The assessment an experiment config asks for (its ``evaluation`` section; the run's
-    seed seeds the resamples and the noise)."""
-    e = cfg.evaluation
-    return AssessSettings(
-        bootstrap=e.bootstrap,
-        ece_bins=e.ece_bins,
-        robustness=e.robustness,
-        noise_levels=tuple(float(v) for v in e.noise_levels),
-        fill=e.fill,
-        stats_samples=e.stats_samples,
-        seed=cfg.run.seed,
-    )
 
 
 def robustness_reports(
@@ -82,26 +65,6 @@ def robustness_reports(
         "test": prepared.datasets["test"].materialize(),
     }
     return {name: ray.get(task.remote(path, datasets)) for name, path in checkpoints.items()}
-
-
-def assess_predictions(
-    labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], settings: AssessSettings
-) -> dict[str, float]:
-    """Calibration metrics and every metric's bootstrap interval, from test predictions:
-    ``ece``, ``brier`` (per head, ``_mean``), and ``<metric>_ci_low`` / ``_ci_high`` for the
-    test metrics and the calibration metrics alike."""
-    out = calibration_metrics(labels, probs, bins=settings.ece_bins)
-    if settings.bootstrap > 0:
-        intervals = bootstrap_intervals(labels, probs, n_resamples=settings.bootstrap, seed=settings.seed)
-
-        def calibration(lab: Mapping[str, np.ndarray], pr: Mapping[str, np.ndarray]) -> dict[str, float]:
-            return calibration_metrics(lab, pr, bins=settings.ece_bins)
-
-        n, seed = settings.bootstrap, settings.seed
-        intervals.update(bootstrap_intervals(labels, probs, metric_fn=calibration, n_resamples=n, seed=seed))
-        for name, (low, high) in intervals.items():
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
-    return out
 
 
 def reliability_curves(

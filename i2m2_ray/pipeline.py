@@ -45,6 +45,8 @@ from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint
 from i2m2_ray.training.launch import RECURRING, FitRequest, FitResult, fit_concurrently
 
 log = logging.getLogger(__name__)
+# what stage 3 adds to a model's extra test sets' metrics (on its child run, not the parent)
+ASSESSED_PARTS = ("_ci_low", "_ci_high", "_ece", "_brier")
 
 
 @dataclass
@@ -250,7 +252,8 @@ class Pipeline:
             if parent is not None:
                 # the parent keeps the comparison: test metrics and the main metric's interval
                 main = cfg.report.metrics[0]
-                keep = (*results[order[0]].test, f"{main}_ci_low", f"{main}_ci_high", "wall_seconds")
+                plain = [k for k in results[order[0]].test if not any(p in k for p in ASSESSED_PARTS)]
+                keep = (*plain, f"{main}_ci_low", f"{main}_ci_high", "wall_seconds")
                 for n, m in summary.items():
                     self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": m[k] for k in keep if k in m})
                 self.tracker.call(tracking.log_metrics, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
@@ -354,6 +357,7 @@ class StageFitter:
             init_checkpoints=init,
             tracking_uri=self.tracker.uri,
             run_id=run_id,
+            assess_test_sets=True,  # stage 3 of the extra test sets (VQA-VS's OOD sets)
         )
 
     def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:

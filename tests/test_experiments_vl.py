@@ -56,10 +56,17 @@ def test_vqa_smoke(tmp_path: Path) -> None:
     for name, m in summary.items():
         for key in ["vqa_score", "ood_mean_vqa_score", *(f"{s}_vqa_score" for s in sets)]:
             assert key in m and 0.0 <= m[key] <= 1.0, (name, key)
+        # stage 3 on the IID test split and on every OOD set: calibration and intervals
+        for prefix in ["", *(f"{s}_" for s in sets)]:
+            low, high = m[f"{prefix}vqa_score_ci_low"], m[f"{prefix}vqa_score_ci_high"]
+            assert low <= m[f"{prefix}vqa_score"] <= high, (name, prefix, low, high)
+            assert 0.0 <= m[f"{prefix}ece"] <= 1.0 and 0.0 <= m[f"{prefix}brier"] < float("inf"), (name, prefix)
+        assert not any(k.startswith("ood_mean_") and k.endswith(("_ci_low", "_ci_high")) for k in m)
     children = child_metrics(out, "vqa")
     assert sorted(children) == sorted(PARADIGMS)
     for m in children.values():
         assert {"test_vqa_score", "test_ood_kw_ko_vqa_score", "test_ood_mean_vqa_score"} <= set(m)
+        assert {"test_ood_kw_ko_vqa_score_ci_low", "test_ood_kw_ko_ece"} <= set(m)
     assert (out / "tokenizer.json").is_file() and (out / "checkpoints" / "i2m2.pt").is_file()
 
 

@@ -69,10 +69,13 @@ class FitRequest:
         tracking_uri: str | None = None,
         run_id: str | None = None,
         callbacks: Sequence[Any] = (),
+        assess_test_sets: bool = False,
     ) -> FitRequest:
         """The request for model ``paradigm`` (``unimodal_<m>``, ``inter``, ``intra``,
         ``i2m2``) of ``cfg`` on ``prepared``: placement from ``run.*``; a product gets
         ``product.freeze``, ``product.weights`` and its experts' ``init_checkpoints``.
+        ``assess_test_sets``: the extra test sets also get calibration and intervals
+        (``evaluation.*``), computed on the worker.
 
         Raises:
             ConfigError: ``cfg.model`` cannot build this model's encoders for the data's
@@ -93,6 +96,7 @@ class FitRequest:
             run_id=run_id,
             product_weights=dict(cfg.product.weights) if product else {},
             test_sets=sorted(k for k in prepared.datasets if k.startswith("test_")),
+            assess_test_sets=assess_test_sets,
             train_size=prepared.sizes.get("train", 0),
         )
         return cls(

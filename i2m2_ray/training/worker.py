@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from i2m2_ray.config import ExperimentConfig, TrainConfig, config_from_dict
+from i2m2_ray.evaluation.scoring import assess_predictions, settings_of
 from i2m2_ray.models.build import build_model, load_components
 from i2m2_ray.models.experts import ProductOfExperts
 from i2m2_ray.models.registry import encoder_factory
@@ -66,6 +67,9 @@ class LoopConfig:
     # extra evaluation splits scored like "test" (e.g. VQA-VS's OOD sets "test_ood_kw"): their
     # metrics come back as "<name without test_>_<metric>" with the test metrics
     test_sets: list[str] = field(default_factory=list)
+    # also score the extra test sets' calibration and bootstrap intervals here, where their
+    # predictions are (a pipeline's stage 3 for them; a sweep's trials leave it out)
+    assess_test_sets: bool = False
     train_size: int = 0  # samples in the training split (sets the length of a learning-rate schedule)
 
 
@@ -356,10 +360,15 @@ def evaluate(run: WorkerRun) -> dict[str, Any]:
     model.load_state_dict(run.best_state)
     labels, probs = predict(model, run.batches("test"), lc.spec, *_precision(run))
     test = compute_metrics(labels, probs)
+    settings = settings_of(config_from_dict(lc.experiment)) if lc.assess_test_sets else None
+    assessed: dict[str, float] = {}  # kept out of the group means: a mean of interval ends is no interval
     for name in lc.test_sets:
-        scored = compute_metrics(*predict(model, run.batches(name), lc.spec, *_precision(run)))
-        test.update(prefixed_metrics(name.removeprefix("test_"), scored))
+        predicted = predict(model, run.batches(name), lc.spec, *_precision(run))
+        test.update(prefixed_metrics(name.removeprefix("test_"), compute_metrics(*predicted)))
+        if settings is not None:
+            assessed.update(prefixed_metrics(name.removeprefix("test_"), assess_predictions(*predicted, settings)))
     test.update(group_means(test, [n.removeprefix("test_") for n in lc.test_sets]))
+    test.update(assessed)
     return {"test": test, "test_labels": labels, "test_probs": probs}
 
 
