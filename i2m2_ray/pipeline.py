@@ -45,8 +45,6 @@ from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint
 from i2m2_ray.training.launch import RECURRING, FitRequest, FitResult, fit_concurrently
 
 log = logging.getLogger(__name__)
-# what stage 3 adds to a model's extra test sets' metrics (on its child run, not the parent)
-ASSESSED_PARTS = ("_ci_low", "_ci_high", "_ece", "_brier")
 
 
 @dataclass
@@ -249,20 +247,34 @@ class Pipeline:
             assessed = self._assess({n: results[n] for n in order}, parent)
             summary = {n: {**summary_entry(results[n]), **assessed.entries.get(n, {})} for n in order}
             summary_path = atomic_write_json(self.out / "summary.json", summary)  # paradigms in order
+            tables = self._write_comparison(summary)
             if parent is not None:
-                # the parent keeps the comparison: test metrics and the main metric's interval
+                # the parent keeps the comparison: the report's test metrics, the main one's
+                # interval, wall time; everything else is on the children
                 main = cfg.report.metrics[0]
-                plain = [k for k in results[order[0]].test if not any(p in k for p in ASSESSED_PARTS)]
-                keep = (*plain, f"{main}_ci_low", f"{main}_ci_high", "wall_seconds")
+                keep = (*cfg.report.metrics, f"{main}_ci_low", f"{main}_ci_high", "wall_seconds")
                 for n, m in summary.items():
                     self.tracker.call(tracking.log_metrics, parent, {f"{n}.{k}": m[k] for k in keep if k in m})
                 self.tracker.call(tracking.log_metrics, parent, {"pipeline_wall_seconds": time.perf_counter() - t0})
-                self.tracker.call(tracking.log_artifact, parent, summary_path)
+                for path in (summary_path, *tables):
+                    self.tracker.call(tracking.log_artifact, parent, path)
                 self.stages.end(parent, "FINISHED")
         except BaseException:
             self.stages.end(parent, "FAILED")
             raise
         return PipelineResult(summary, self.out, self.tracker.uri or "", parent or "")
+
+    def _write_comparison(self, summary: dict[str, dict[str, float]]) -> tuple[Path, Path]:
+        """``comparison.csv`` and ``comparison.md`` in the output folder (the parent run's
+        comparison, :mod:`i2m2_ray.evaluation.tables`)."""
+        from i2m2_ray.evaluation.tables import comparison_csv, comparison_markdown
+
+        metrics, cfg = self.cfg.report.metrics, self.cfg
+        title = f"{cfg.experiment}, seed {cfg.run.seed}: test metrics"
+        return (
+            atomic_write_text(self.out / "comparison.csv", comparison_csv(summary, metrics)),
+            atomic_write_text(self.out / "comparison.md", comparison_markdown(summary, metrics, title)),
+        )
 
     def _assess(self, results: dict[str, FitResult], parent: str | None) -> Assessment:
         """Stage 3: every model's calibration and bootstrap intervals (from its saved test

@@ -43,8 +43,20 @@ def check_outputs(out: Path, experiment: str, paradigms: list[str], head: str, m
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parents) == 1
     # repeatable: the resolved config, the command line, the code and package versions
-    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"config.yaml", "summary.json"}
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert artifacts >= {"config.yaml", "summary.json", "comparison.csv", "comparison.md"}
     assert (out / "config.yaml").is_file()
+    # the comparison a person opens: a row per model, the main metric with its interval
+    import csv
+
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["model"] for r in rows] == paradigms
+    for r in rows:
+        low, value, high = (float(r[k]) for k in (f"{metrics[0]}_ci_low", metrics[0], f"{metrics[0]}_ci_high"))
+        assert 0.0 <= low <= high <= 1.0 and 0.0 <= value <= 1.0, r
+    # the parent holds the report's metrics per paradigm, not every test metric
+    assert f"i2m2.{metrics[0]}" in parents[0].data.metrics
+    assert not any(k.endswith(("_ece", ".ece", ".brier")) for k in parents[0].data.metrics)
     tags = parents[0].data.tags
     assert tags["command"].startswith(f"python experiments/{experiment}.py") and tags["version.ray"]
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
