@@ -18,23 +18,33 @@ PARADIGMS = ["unimodal_left", "unimodal_right", "inter", "intra", "i2m2"]
 
 
 @pytest.mark.slow
-def test_plugin_dataset_runs_end_to_end_on_local_ray(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_plugin_dataset_runs_end_to_end_in_a_study_of_two_seeds_at_once(tmp_path: Path) -> None:
+    """``experiments/study.py --parallel 2`` over the toy plugin: two seeds' pipelines at once
+    (each its own local Ray), each output in its seed's run.log, then the comparison."""
+    out = tmp_path / "study"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "I2M2_PLUGINS", "PYTHONPATH"):
         env.pop(key, None)  # the plugin is found through --plugin and the current directory alone
-    cmd = [sys.executable, "experiments/run.py", "--experiment", "toy", "--plugin", "tests.toy_dataset"]
-    cmd += ["--config", "tests/toy_demo.yaml", "--smoke-test", "--noise", "0.4", "--output-dir", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "no smoke settings for 'toy'" in proc.stderr  # none shipped: the config runs as it is
-    assert "'noise': 0.4" in proc.stdout  # the dataset's own flag reached data.options
-    summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == PARADIGMS
-    for name, metrics in summary.items():
-        assert 0.0 <= metrics["accuracy"] <= 1.0 and (out / "checkpoints" / f"{name}.pt").is_file(), name
-    assert summary["i2m2"]["accuracy"] > 0.5  # chance: 0.25 (4 balanced classes)
-    assert "Test metrics per paradigm" in proc.stdout and "balanced_accuracy" in proc.stdout  # report.metrics
+    cmd = [sys.executable, "experiments/study.py", "--experiment", "toy", "--seeds", "0", "1", "--parallel", "2"]
+    cmd += ["--output-dir", str(out), "--plugin", "tests.toy_dataset", "--config", "tests/toy_demo.yaml"]
+    cmd += ["--smoke-test", "--noise", "0.4"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    logs = {s: (out / f"seed{s}" / "run.log").read_text() for s in (0, 1) if (out / f"seed{s}" / "run.log").is_file()}
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + "".join(v[-3000:] for v in logs.values())
+    assert "seed 0: started" in proc.stdout and "seed 1: started" in proc.stdout
+    for s, log in logs.items():
+        assert "no smoke settings for 'toy'" in log  # none shipped: the config runs as it is
+        assert "'noise': 0.4" in log  # the dataset's own flag reached data.options
+        assert "Test metrics per paradigm" in log and "balanced_accuracy" in log  # report.metrics
+        summary = json.loads((out / f"seed{s}" / "summary.json").read_text())
+        assert list(summary) == PARADIGMS
+        for name, metrics in summary.items():
+            assert 0.0 <= metrics["accuracy"] <= 1.0 and (out / f"seed{s}" / "checkpoints" / f"{name}.pt").is_file()
+        assert summary["i2m2"]["accuracy"] > 0.5  # chance: 0.25 (4 balanced classes)
+    assert sorted(logs) == [0, 1]
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert sorted(comparison["models"]) == sorted(PARADIGMS)
+    assert "i2m2 minus each model over 2 seeds" in proc.stdout
 
 
 def test_unknown_experiment_and_plugin_are_named(tmp_path: Path) -> None:

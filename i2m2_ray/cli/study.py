@@ -6,7 +6,8 @@ paradigm as a paired difference over seeds, with its 95% t interval and a paired
 
 Each seed runs ``experiments/run.py --experiment NAME --seed S --output-dir OUT/seed<S>``
 with the other options passed on, one seed after another (a pipeline already fits its
-models concurrently to the cluster). Every seed's parent run is a child of the study's run
+models concurrently to the cluster), or ``--parallel N`` seeds at once where the cluster or
+the machine holds several pipelines. Every seed's parent run is a child of the study's run
 (``I2M2_STUDY_RUN_ID``, read by the pipeline); a seed whose ``summary.json`` exists is
 reused, so an interrupted study continues where it stopped. The study's folder gets
 ``comparison.md``, ``comparison.json`` and ``comparison_<metric>.png``; the study's run gets
@@ -43,11 +44,66 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="the study's folder (default outputs/study-<experiment>)")
     p.add_argument("--metrics", nargs="+", help="the compared test metrics (default: the config's report.metrics)")
     p.add_argument("--table-only", action="store_true", help="run nothing: compare the seeds already in --output-dir")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="seeds run at once (default 1: a pipeline already fits its models concurrently; raise it where "
+        "the cluster, or the machine, holds several pipelines); each seed's output then goes to seed<k>/run.log",
+    )
     return p
 
 
 def seed_dir(out: Path, seed: int) -> Path:
     return out / f"seed{seed}"
+
+
+def seed_command(out: Path, seed: int, experiment: str, passed_on: Sequence[str]) -> list[str]:
+    """One seed's pipeline: ``experiments/run.py`` into ``seed<k>/`` (``--resume`` when an
+    earlier attempt left its state there)."""
+    folder = seed_dir(out, seed)
+    cmd = [sys.executable, str(REPO / "experiments" / "run.py"), "--experiment", experiment]
+    cmd += ["--seed", str(seed), "--output-dir", str(folder), *passed_on]
+    if (folder / "pipeline.json").is_file():
+        cmd.append("--resume")  # an interrupted seed continues
+    return cmd
+
+
+def run_seeds(
+    seeds: Sequence[int], out: Path, experiment: str, passed_on: Sequence[str], env: dict[str, str], parallel: int
+) -> tuple[int, int] | None:
+    """Run the seeds' pipelines, ``parallel`` at a time (one: on this console; more: each to
+    its ``seed<k>/run.log``, a line when it starts and ends). After a failure no new seed
+    starts and the running ones finish. Returns the first (seed, exit status) that failed."""
+    import time
+
+    pending = list(seeds)
+    running: dict[int, tuple[subprocess.Popen[bytes], Any, float]] = {}
+    failed: tuple[int, int] | None = None
+    while running or (pending and failed is None):
+        while pending and failed is None and len(running) < max(1, parallel):
+            s = pending.pop(0)
+            cmd = seed_command(out, s, experiment, passed_on)
+            print(f"seed {s}: {' '.join(cmd[1:])}", flush=True)
+            if parallel <= 1:
+                rc = subprocess.run(cmd, env=env).returncode
+                failed = failed or ((s, rc) if rc != 0 else None)
+                continue
+            seed_dir(out, s).mkdir(parents=True, exist_ok=True)
+            log = (seed_dir(out, s) / "run.log").open("a")
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[s] = (proc, log, time.perf_counter())
+            print(f"seed {s}: started, output in {seed_dir(out, s) / 'run.log'}", flush=True)
+        for s, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[s]
+            print(f"seed {s}: exit {proc.returncode} after {time.perf_counter() - t0:.0f} s", flush=True)
+            failed = failed or ((s, proc.returncode) if proc.returncode != 0 else None)
+        if running:
+            time.sleep(1.0)
+    return failed
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -107,25 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = {"seeds": args.seeds, "options": " ".join(passed_on) or "(none)"}
             tags = {"dataset": args.experiment, "stage": "study", **tracking.provenance()}
             study_run = tracker.call(tracking.start_run, exp_id, f"{args.experiment}-study", tags=tags, params=params)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        if study_run:
+            env[tracking.STUDY_RUN_ENV] = study_run
+        todo = []
         for s in args.seeds:
-            folder = seed_dir(out, s)
-            if (folder / "summary.json").is_file():
-                print(f"seed {s}: finished earlier, reusing {folder / 'summary.json'}", flush=True)
-                continue
-            cmd = [sys.executable, str(REPO / "experiments" / "run.py"), "--experiment", args.experiment]
-            cmd += ["--seed", str(s), "--output-dir", str(folder), *passed_on]
-            if folder.exists():
-                cmd.append("--resume")  # an interrupted seed continues
-            env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+            if (seed_dir(out, s) / "summary.json").is_file():
+                print(f"seed {s}: finished earlier, reusing {seed_dir(out, s) / 'summary.json'}", flush=True)
+            else:
+                todo.append(s)
+        failed = run_seeds(todo, out, args.experiment, passed_on, env, args.parallel)
+        if failed:
+            s, rc = failed
+            print(f"error: seed {s} failed (exit {rc}); fix it and run the same command again", file=sys.stderr)
             if study_run:
-                env[tracking.STUDY_RUN_ENV] = study_run
-            print(f"seed {s}: {' '.join(cmd[1:])}", flush=True)
-            rc = subprocess.run(cmd, env=env).returncode
-            if rc != 0:
-                print(f"error: seed {s} failed (exit {rc}); fix it and run the same command again", file=sys.stderr)
-                if study_run:
-                    tracker.call(tracking.end_run, study_run, "FAILED")
-                return rc
+                tracker.call(tracking.end_run, study_run, "FAILED")
+            return rc
     comparison = compare(out, args.seeds, args.experiment, args.metrics)
     print((out / "comparison.md").read_text())
     if study_run:
