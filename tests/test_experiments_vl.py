@@ -46,10 +46,8 @@ def child_metrics(out: Path, experiment: str) -> dict[str, dict[str, float]]:
     return {r.data.tags["paradigm"]: r.data.metrics for r in runs if "paradigm" in r.data.tags}
 
 
-@pytest.mark.slow
-def test_vqa_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "vqa"
-    run_smoke("vqa", out)
+def check_vqa_outputs(out: Path) -> None:
+    """Every paradigm scored on the IID set and the nine OOD sets, with stage 3 on each."""
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == PARADIGMS
     sets = [f"ood_{k}" for k in OOD_SETS]
@@ -83,15 +81,16 @@ def test_nlvr2_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_vqa_through_ray_job_submit(tmp_path: Path) -> None:
-    """``ray job submit`` to a running cluster (one node here), as on a real one."""
+    """``ray job submit`` to a running cluster (one node here), as on a real one: every
+    paradigm, every test set, stage 3 on each (the VQA-VS pipeline's one end-to-end run;
+    NLVR2's runs on a local Ray)."""
     head = RayHead(num_cpus=4)
     try:
         head.wait_ready()
         out = tmp_path / "out"
         proc = submit_job(head, "python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out))
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        assert "succeeded" in proc.stdout
-        summary = json.loads((out / "summary.json").read_text())
-        assert list(summary) == PARADIGMS and "ood_mean_vqa_score" in summary["i2m2"]
+        assert "succeeded" in proc.stdout and "Test metrics per paradigm" in proc.stdout
+        check_vqa_outputs(out)
     finally:
         head.stop()
