@@ -538,7 +538,7 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     one per component the trials start from)."""
     from i2m2_ray.cli.common import smoke_overrides
 
-    smoke = smoke_overrides(experiment)
+    smoke = [*smoke_overrides(experiment), "product.epochs=2"]  # ASHA's grace period (1) must be below it
     space = tmp_path / "space.yaml"
     space.write_text(
         OTHER_SPACE.format(

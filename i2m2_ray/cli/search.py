@@ -20,6 +20,7 @@ from i2m2_ray.tracking import TRACKING_ENV, mask_credentials, ui_hint
 from i2m2_ray.tuning import (
     SweepOptions,
     SweepResult,
+    check_schedule,
     default_search_file,
     load_search_file,
     load_sweep_options,
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 annotations=args.annotations,
                 overwrite=args.overwrite,
             )
+            check_schedule(opts)
             if sweep_exists(opts) and not args.overwrite:  # before Ray starts
                 raise ConfigError(sweep_exists_message(opts))
     except ConfigError as exc:

@@ -39,14 +39,13 @@ from i2m2_ray.tuning.space import (
     to_yaml,
 )
 from i2m2_ray.tuning.state import SweepOptions, load_sweep_options, save_sweep_state
-from i2m2_ray.tuning.sweep import run_sweep, trial_concurrency
+from i2m2_ray.tuning.sweep import check_schedule, run_sweep, trial_concurrency
 from i2m2_ray.tuning.trial import SweepContext, run_trial, trial_dirname
 
 __all__ = [
+    "AshaSettings",
     "EXPERTS_KEY",
     "FREEZE_KEY",
-    "WEIGHTS_KEY",
-    "AshaSettings",
     "ParamSpec",
     "SearchFile",
     "SearchSpace",
@@ -56,6 +55,8 @@ __all__ = [
     "TrialPlan",
     "TrialRecipe",
     "TrialRow",
+    "WEIGHTS_KEY",
+    "check_schedule",
     "check_space",
     "default_search_file",
     "importance_artifacts",

@@ -191,16 +191,22 @@ def _search_alg(opts: SweepOptions, space: SearchSpace, metric: str, mode: str) 
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
 
-def _scheduler(opts: SweepOptions) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
-
-    epochs = opts.base.product.epochs
-    asha = opts.search.asha
+def check_schedule(opts: SweepOptions) -> None:
+    """ASHA's settings against the trials' epochs (a :class:`ConfigError`; the command line
+    calls it before Ray starts)."""
+    epochs, asha = opts.base.product.epochs, opts.search.asha
     if asha.grace_period >= epochs:
         raise ConfigError(
             f"asha.grace_period ({asha.grace_period}) must be below product.epochs ({epochs}), "
             "or ASHA can never stop a trial"
         )
+
+
+def _scheduler(opts: SweepOptions) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    check_schedule(opts)
+    epochs, asha = opts.base.product.epochs, opts.search.asha
     # Rungs strictly before the last epoch: a trial that reaches its last epoch is never
     # stopped there, so it always gets to score the test split.
     return ASHAScheduler(

@@ -140,3 +140,24 @@ def test_every_real_data_smoke_file_makes_a_config_its_data_and_model_accept(nam
     spec = TaskSpec(tuple(FACTS[name]["inputs"]), {"y": 2})
     check_model(cfg, spec, FACTS[name])
     assert cfg.train.epochs == cfg.product.epochs == 1 and cfg.run.num_workers == 1
+
+
+def test_an_asha_grace_period_that_can_never_stop_a_trial_is_refused_before_ray(tmp_path: Path) -> None:
+    """Found by the suite: a space with ``asha.grace_period: 1`` over smoke settings of one
+    product epoch ran the components' fits first, then stopped; now it stops before Ray."""
+    import subprocess
+    import sys
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {"experiment": "mimic", "asha": {"grace_period": 1}, "params": {"product.lr": {"low": 1e-4, "high": 1e-2}}}
+        )
+    )
+    cmd = [sys.executable, "experiments/search.py", "--experiment", "mimic", "--smoke-test", "--space", str(space)]
+    cmd += ["--trials", "2", "--output-dir", str(tmp_path / "out")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.run(cmd, cwd=CONFIG_DIR.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "asha.grace_period (1) must be below product.epochs (1), or ASHA can never stop a trial" in proc.stderr
+    assert not (tmp_path / "out" / "ray_results").exists()  # nothing ran
