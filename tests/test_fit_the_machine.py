@@ -231,28 +231,3 @@ def test_bad_data_fails_once_with_its_own_message(finished: Finished, tmp_path: 
     # Ray Data prints its retry advice on any failure; the attempts it made are what count
     attempts = re.findall(r"Failed to apply UDF transform after (\d+)/(\d+) attempts", run.stderr)
     assert attempts and all(a == ("1", "1") for a in attempts), attempts
-
-
-SPACE = """
-experiment: fastmri
-base_config: {base}
-overrides: [product.epochs=2]
-asha: {{grace_period: 1, reduction_factor: 2}}
-params:
-  product.init: {{choices: [components, scratch]}}
-  product.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
-"""
-
-
-def test_the_sweep_that_hung_on_two_cores_finishes(tmp_path: Path) -> None:
-    """Three component fits took every CPU of the local Ray and Ray Data's tasks waited
-    forever (``search.py --trials 6 --max-concurrent 1 --smoke-test``); now a CPU stays free."""
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
-    run = script(
-        "experiments/search.py", "--experiment", "fastmri", "--trials", "2", "--max-concurrent", "1",
-        "--smoke-test", "--space", str(space), "--output-dir", str(tmp_path / "o"),
-    )  # fmt: skip
-    assert run.returncode == 0, run.said[-5000:]
-    assert "Best trial" in run.stdout
-    print(f"sweep on {os.cpu_count()} cores: {run.wall_s:.0f} s")
