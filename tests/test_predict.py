@@ -91,7 +91,8 @@ def test_a_product_without_a_modality_is_the_product_of_the_other_experts(tmp_pa
     only_static = ModelRunner(ckpt, ["static"], device="cpu")
     p = only_static.probabilities({"static": x["static"]})["y"]  # no timeseries given at all
     with torch.no_grad():  # only the static expert reads static alone: its own distribution
-        logits = full.model.experts["static"]({"static": torch.from_numpy(x["static"])})["y"]
+        experts: Any = full.model.experts
+        logits = experts["static"]({"static": torch.from_numpy(x["static"])})["y"]
     np.testing.assert_allclose(p, torch.softmax(logits, -1).numpy(), atol=1e-6)
 
 
@@ -167,3 +168,31 @@ def test_the_command_refuses_a_checkpoint_without_state_before_ray_starts(
     assert code == 2 and not ray.is_initialized()
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: no prediction state (key 'predict'") and err.count("\n") == 1
+
+
+def test_the_readers_read_only_the_modalities_asked_for_and_labels_when_there(
+    tmp_path: Path, tiny_fastmri: tuple[Path, Path]
+) -> None:
+    from i2m2_ray.data.avmnist import AVMNISTReader
+    from i2m2_ray.data.fastmri import SlicePreprocessor
+    from i2m2_ray.data.mimic import MIMICReader
+
+    image = (np.arange(3 * 784) % 256).astype(np.uint8).reshape(3, 784)
+    np.save(tmp_path / "image.npy", image)
+    out = AVMNISTReader(str(tmp_path / "image.npy"), None, 4, keep=("row",))({"row": np.array([2, 0])})
+    assert sorted(out) == ["image", "row"] and list(out["row"]) == [2, 0]
+    np.testing.assert_allclose(out["image"][0, 0].reshape(-1), image[2] / 255.0, atol=1e-7)
+    labelled = AVMNISTReader(str(tmp_path / "image.npy"), None)({"row": np.array([1]), "y_digit": np.array([7])})
+    assert sorted(labelled) == ["image", "y_digit"]
+
+    series = np.full((2, 24, 12), 3.0, dtype=np.float32)
+    np.save(tmp_path / "series.npy", series)
+    stats = {"static_mean": [0.0] * 5, "static_std": [1.0] * 5, "series_mean": [1.0] * 12, "series_std": [2.0] * 12}
+    got = MIMICReader(None, str(tmp_path / "series.npy"), stats, "mortality", keep=("row",))({"row": np.array([1])})
+    assert sorted(got) == ["row", "timeseries"] and np.all(got["timeseries"] == 1.0)  # (3 - 1) / 2
+
+    knee, _ = tiny_fastmri
+    volume = sorted(knee.glob("*.h5"))[0]
+    batch = {"path": np.array([str(volume)] * 2), "volume": np.array([volume.stem] * 2), "slice": np.array([0, 1])}
+    slices = SlicePreprocessor(40, 32, keep=("volume", "slice"))(batch)
+    assert sorted(slices) == ["magnitude", "phase", "slice", "volume"] and slices["magnitude"].shape == (2, 1, 32, 32)
