@@ -195,8 +195,12 @@ class ModelRunner:
 
     @staticmethod
     def prob_columns(head: str, names: Sequence[str]) -> list[str]:
-        """``prob_<head>_<class>`` for every class of a head."""
-        return [f"prob_{head}_{column_name(name)}" for name in names]
+        """``prob_<head>_<class>`` for every class of a head (``prob_<head>_<k>_<class>`` when
+        two class names would give one column, e.g. VQA answers that differ in punctuation)."""
+        cols = [column_name(name) for name in names]
+        if len(set(cols)) < len(cols):
+            cols = [f"{k}_{c}" for k, c in enumerate(cols)]
+        return [f"prob_{head}_{c}" for c in cols]
 
     @staticmethod
     def columns_of(state: Mapping[str, Any], spec: TaskSpec) -> list[str]:

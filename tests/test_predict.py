@@ -196,3 +196,18 @@ def test_the_readers_read_only_the_modalities_asked_for_and_labels_when_there(
     batch = {"path": np.array([str(volume)] * 2), "volume": np.array([volume.stem] * 2), "slice": np.array([0, 1])}
     slices = SlicePreprocessor(40, 32, keep=("volume", "slice"))(batch)
     assert sorted(slices) == ["magnitude", "phase", "slice", "volume"] and slices["magnitude"].shape == (2, 1, 32, 32)
+
+
+def test_a_word_tokenizer_travels_in_its_state(tmp_path: Path) -> None:
+    import json
+
+    from i2m2_ray.data.arrow_vl import TextTokenizer, arrow_file, make_tokenizer
+
+    tok = make_tokenizer(None, ["is the cat left", "two dogs"], tmp_path, 6)
+    state = json.loads(json.dumps(tok.state()))  # plain values: fits a weights-only checkpoint
+    (tmp_path / "tokenizer.json").unlink()  # the file is not needed any more
+    again = TextTokenizer.from_state(state)
+    np.testing.assert_array_equal(again(["the cat", "two birds"]), tok(["the cat", "two birds"]))
+    assert again.pad_token_id == tok.pad_token_id == 0
+    assert arrow_file(tmp_path, {"test": "nlvr2_test1"}, "test") == tmp_path / "nlvr2_test1.arrow"
+    assert arrow_file(tmp_path, {}, "dev") == tmp_path / "dev.arrow"

@@ -211,3 +211,36 @@ def test_fastmri_predicts_every_slice_of_a_folder_of_volumes(ray_local: None, tm
     # magnitude only: no labels needed, the phase expert and the inter expert dropped
     only = predict_files(path, knee, tmp_path / "m.csv", modalities="magnitude")
     assert only.rows == result.rows and only.columns[-1] == "pred_mtear"
+
+
+def test_nlvr2_predicts_from_the_sentences_alone_of_a_file_without_images(ray_local: None, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from i2m2_ray.data.arrow_vl import write_arrow
+
+    path, _ = untrained("nlvr2", tmp_path)
+    source = tmp_path / "sample_data" / "nlvr2_test1.arrow"
+    both = predict_files(path, tmp_path / "sample_data", tmp_path / "both.csv", score=True)
+    columns, rows = read_csv(tmp_path / "both.csv")
+    assert columns == ["identifier", "prob_label_False", "prob_label_True", "pred_label", "label_label"]
+    assert both.rows == len(rows) > 0 and "accuracy" in both.metrics
+    np.testing.assert_allclose(probs_of(rows, columns[1:3]).sum(axis=1), 1.0, atol=1e-6)
+    table = pa.ipc.open_file(pa.memory_map(str(source), "r")).read_all()
+    write_arrow(tmp_path / "text.arrow", table.select(["questions", "identifier"]))  # no images, no answers
+    text = predict_files(path, tmp_path / "text.arrow", tmp_path / "text.csv", modalities="text")
+    _, text_rows = read_csv(tmp_path / "text.csv")
+    assert text.rows == both.rows and [r["identifier"] for r in text_rows] == [r["identifier"] for r in rows]
+    np.testing.assert_allclose(probs_of(text_rows, columns[1:3]).sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_vqa_predicts_a_score_for_every_answer(ray_local: None, tmp_path: Path) -> None:
+    path, prepared = untrained("vqa", tmp_path)
+    result = predict_files(path, tmp_path / "sample_data", tmp_path / "p.csv", modalities="text")
+    columns, rows = read_csv(tmp_path / "p.csv")
+    answers = load_checkpoint(path)[PREDICT_KEY]["data"]["answers"]
+    prob_cols = [c for c in columns if c.startswith("prob_answer_")]
+    assert columns[0] == "question_id" and len(prob_cols) == len(answers) == prepared.spec.heads["answer"]
+    assert result.rows == len(rows) > 0
+    p = probs_of(rows, prob_cols)  # a sigmoid per answer (soft-score head)
+    assert ((p > 0) & (p < 1)).all()
+    assert {r["pred_answer"] for r in rows} <= set(answers)

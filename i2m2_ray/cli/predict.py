@@ -190,6 +190,9 @@ def predict_files(
             work_dir=Path(work),
         )
         found = dataset.predict_data(cfg, source, state["data"])
+        soft = [h for h in spec.heads if spec.is_multilabel(h)]
+        if score and soft:
+            raise PredictError(f"--score: head(s) {soft} have soft-score labels, which predict.py does not score yet")
         if score and not found.labelled:
             what = "--annotations" if state["dataset"] == "fastmri" else "label files or keys"
             raise PredictError(f"--score: {data_dir} holds no labels ({what} needed)")
