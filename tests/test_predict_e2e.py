@@ -55,6 +55,9 @@ def avmnist_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    logged = [line for line in proc.stdout.splitlines() if line.startswith("models: prediction state")]
+    assert len(logged) == 1, proc.stdout[-4000:]
+    print(logged[0])  # what completing the checkpoints and logging the MLflow models cost
     yield out
 
 
