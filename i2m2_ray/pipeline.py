@@ -519,8 +519,11 @@ def summary_entry(res: FitResult) -> dict[str, float]:
 
 
 def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
-    """Log a finished pipeline's saved results (``results/``, ``summary.json``) to MLflow,
-    e.g. once a tracking server that was down is back. Returns the new parent run id."""
+    """Log a finished pipeline's saved results (``results/``, ``summary.json``, the checkpoints
+    and their MLflow models) to MLflow, e.g. once a tracking server that was down is back.
+    Returns the new parent run id."""
+    from i2m2_ray.predict import PREDICT_KEY, log_pyfunc_model
+
     out = Path(output_dir).resolve()
     state = read_json(out / STATE_FILE, "the pipeline state", "upload needs the folder of a finished pipeline")
     names = [p.stem for p in sorted((out / "results").glob("*.json"))]
@@ -551,6 +554,9 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
             parent_run_id=parent,
         )
         record(call, out, run, res, history=True)
+        if Path(res.checkpoint).is_file() and PREDICT_KEY in load_checkpoint(res.checkpoint):
+            # the MLflow model too, with the training means as its input example
+            log_pyfunc_model(uri, run, res.checkpoint)
         tracking.end_run(uri, run, "FINISHED")
     for kept in ("summary.json", tracking.CONFIG_ARTIFACT):
         if (out / kept).is_file():

@@ -167,6 +167,13 @@ class ModelRunner:
     def _dummy(self, n: int) -> dict[str, Tensor]:
         return {m: self._blank(m, n) for m in self.available}
 
+    def stand_in(self, modality: str, n: int) -> Tensor:
+        """``n`` samples standing in for a missing modality: its training mean (token ids:
+        padding), as :func:`~i2m2_ray.training.robustness.fill_like` fills them."""
+        from i2m2_ray.training.robustness import fill_like
+
+        return fill_like(self._blank(modality, n), modality, self.stats, "mean", self.pad_id)
+
     def _blank(self, modality: str, n: int) -> Tensor:
         shape = (n, *self.shapes[modality])
         return torch.zeros(shape, dtype=torch.long if self.is_tokens(modality) else torch.float32)
@@ -175,8 +182,6 @@ class ModelRunner:
     def probabilities(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Head -> ``(B, classes)`` probabilities (softmax; per class sigmoid for a
         multi-label head) from ``inputs``: modality -> ``(B, *shape)`` arrays."""
-        from i2m2_ray.training.robustness import fill_like
-
         x: dict[str, Tensor] = {}
         for m in self.available:
             dtype = torch.long if self.is_tokens(m) else torch.float32
@@ -184,7 +189,7 @@ class ModelRunner:
         n = len(next(iter(x.values())))
         if not self.product:
             for m in self.missing:
-                x[m] = fill_like(self._blank(m, n).to(self.device), m, self.stats, "mean", self.pad_id)
+                x[m] = self.stand_in(m, n).to(self.device)
         out = self.model(x)
         probs = {}
         for h in self.spec.heads:
@@ -335,11 +340,16 @@ def example_frame(runner: ModelRunner, inputs: Mapping[str, np.ndarray]) -> pd.D
 
 
 def log_pyfunc_model(
-    uri: str, run_id: str, checkpoint: str | Path, example: Mapping[str, np.ndarray], register: str | None = None
+    uri: str,
+    run_id: str,
+    checkpoint: str | Path,
+    example: Mapping[str, np.ndarray] | None = None,
+    register: str | None = None,
 ) -> str:
     """Log the checkpoint at ``checkpoint`` as the MLflow model ``model`` of run ``run_id``
-    (pyfunc flavour, with a signature and ``example`` -- modality -> a few samples -- as its
-    input example); ``register``: also register it under that name. Returns the model URI."""
+    (pyfunc flavour, with a signature and ``example`` -- modality -> a few samples; None: two
+    samples of the training means -- as its input example); ``register``: also register it
+    under that name. Returns the model URI."""
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature, infer_signature
@@ -348,6 +358,8 @@ def log_pyfunc_model(
     from i2m2_ray.training.checkpoint import load_checkpoint
 
     runner = ModelRunner(load_checkpoint(checkpoint), device="cpu", where=str(checkpoint))
+    if example is None:
+        example = {m: runner.stand_in(m, 2).numpy() for m in runner.available}
     frame = example_frame(runner, example)
     output = pd.DataFrame(runner.columns(runner.probabilities(frame_inputs(frame, runner))))
     inferred = infer_signature(frame, output)
