@@ -141,6 +141,12 @@ def test_the_mlflow_model_predicts_like_the_checkpoint(tmp_path: Path) -> None:
     assert list(got.columns) == list(want)
     np.testing.assert_allclose(got["prob_y_none"].to_numpy(), want["prob_y_none"], atol=1e-6)
     # a frame without a modality's column: that modality is missing (the product drops its experts)
+    # logged without an example: two samples of the training means stand in
+    second = client.create_run(exp).info.run_id
+    log_pyfunc_model(uri, second, path)
+    mlflow.set_tracking_uri(uri)
+    example = mlflow.pyfunc.load_model(f"runs:/{second}/model").input_example
+    np.testing.assert_allclose(np.asarray(example["static"][0], dtype=np.float32), MEANS["static"].numpy())
     alone = loaded.predict(frame[["static"]])
     want_alone = ModelRunner(load_checkpoint(path), ["static"], device="cpu").probabilities(x)["y"]
     np.testing.assert_allclose(alone["prob_y_1_day"].to_numpy(), want_alone[:, 1], atol=1e-6)

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from i2m2_ray.cli.common import CONFIG_DIR, smoke_overrides
-from i2m2_ray.cli.predict import checkpoint_path, predict_files
+from i2m2_ray.cli.predict import PredictError, checkpoint_path, predict_files
 from i2m2_ray.predict import PREDICT_KEY, ModelRunner, prediction_state, training_input_stats
 from i2m2_ray.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -188,6 +188,8 @@ def test_mimic_predicts_on_an_npz_and_without_the_static_features(ray_local: Non
     with np.load(source) as npz:
         series = npz["ep_tdata"]
     np.savez(tmp_path / "series.npz", ep_tdata=series)
+    with pytest.raises(PredictError, match=r"--score: .*series.npz holds no labels \(label files or keys needed\)"):
+        predict_files(path, tmp_path / "series.npz", tmp_path / "x.csv", modalities="timeseries", score=True)
     alone = predict_files(path, tmp_path / "series.npz", tmp_path / "series.csv", modalities="timeseries")
     assert alone.rows == 300 and "label_" not in ",".join(alone.columns)
     _, rows = read_csv(tmp_path / "series.csv")
