@@ -213,9 +213,15 @@ def test_fastmri_predicts_every_slice_of_a_folder_of_volumes(ray_local: None, tm
         p = probs_of(rows, [f"prob_{head}_absent", f"prob_{head}_present"])
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
         assert f"auroc_{head}" in result.metrics
-    # magnitude only: no labels needed, the phase expert and the inter expert dropped
+    assert any("not listed in knee_file_list.csv" in n for n in result.notes)  # the sample's unreviewed one
+    assert any("wider than the pad width 40" in n for n in result.notes)  # and its too wide one
+    # magnitude only, no labels: every volume that fits the pad width, reviewed or not
+    from i2m2_ray.data.fastmri import inspect_volume
+
+    shapes = [inspect_volume(p) for p in knee.glob("*.h5")]
     only = predict_files(path, knee, tmp_path / "m.csv", modalities="magnitude")
-    assert only.rows == result.rows and only.columns[-1] == "pred_mtear"
+    assert only.rows == sum(n for n, _, w in shapes if w <= 40) > result.rows
+    assert only.columns[-1] == "pred_mtear"
 
 
 def test_nlvr2_predicts_from_the_sentences_alone_of_a_file_without_images(ray_local: None, tmp_path: Path) -> None:
