@@ -36,7 +36,14 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
         experiment = experiment or named
         assert experiment is not None  # argparse exits without --experiment
         dataset = get_dataset(experiment)
-        args = build_parser(experiment, choose_experiment=generic).parse_args(argv)
+        parser = build_parser(experiment, choose_experiment=generic)
+        parser.add_argument(
+            "--register",
+            metavar="NAME",
+            help="register the I2M2 model in the MLflow model registry under NAME (every model is logged as an "
+            "MLflow model in its run either way)",
+        )
+        args = parser.parse_args(argv)
         if args.tracking_uri:  # this run's records go there too (read by default_tracking_uri)
             os.environ[TRACKING_ENV] = args.tracking_uri
         cfg = resolve_config(experiment, args)
@@ -76,6 +83,7 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
                 resume=args.resume,
                 overwrite=args.overwrite,
                 placement=placement,
+                register=args.register,
             )
             result = pipeline.run()
         except (DataError, ConfigError) as exc:  # bad data or config, also found in training

@@ -165,12 +165,23 @@ class TextTokenizer:
     first use, so the object pickles small into Ray Data tasks.
     """
 
-    def __init__(self, source: str, max_length: int) -> None:
+    def __init__(self, source: str, max_length: int, content: str | None = None) -> None:
         self.source = source
         self.max_length = max_length
         # a tokenizer.json travels with the object, so workers on other nodes need no shared disk
-        self.content = Path(source).read_text() if source.endswith(".json") and Path(source).is_file() else None
+        if content is None and source.endswith(".json") and Path(source).is_file():
+            content = Path(source).read_text()
+        self.content = content
         self._tok: Any = None
+
+    def state(self) -> dict[str, Any]:
+        """What rebuilds this tokeniser where new files are read (:meth:`from_state`): the
+        word-level tokeniser's JSON itself, or the pretrained name, and the length."""
+        return {"source": self.source, "json": self.content, "max_length": self.max_length}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TextTokenizer:
+        return cls(str(state["source"]), int(state["max_length"]), state.get("json"))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tok": None}
@@ -237,6 +248,20 @@ class ArrowRows:
                 raise DataError(f"{path}: cannot be read as an Arrow IPC file ({exc})") from None
             self._tables[path] = table
         return table.column(column).take(pa.array(rows.astype(np.int64))).to_pylist()
+
+
+def arrow_file(data_dir: str | Path, stems: Mapping[str, str], split: str) -> Path:
+    """The Arrow file to predict on: ``data_dir`` itself when it is a file, else the split's
+    file in it (``<stems[split]>.arrow``, or ``<split>.arrow`` for a name not in ``stems``)."""
+    p = Path(data_dir)
+    return p if p.is_file() else p / f"{stems.get(split, split)}.arrow"
+
+
+def check_state(state: Mapping[str, Any], keys: Sequence[str], dataset: str) -> None:
+    """The checkpoint's preprocessing state has ``keys``."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise DataError(f"the checkpoint's preprocessing state has no {missing} ({dataset})")
 
 
 def write_arrow(path: str | Path, table: pa.Table) -> Path:

@@ -34,6 +34,7 @@ sample.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ from i2m2_ray.data.arrays import (
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
+    PredictInput,
+    PredictSource,
     PreparedData,
     index_dataset,
     label_column,
@@ -125,12 +128,17 @@ class AVMNISTReader:
     """Ray Data batch UDF: index rows (``row``, ``y_digit``) -> scaled modality arrays.
 
     Output batch: ``image`` ``(B, 1, 28, 28)`` and ``audio`` ``(B, 1, 112/p, 112/p)``
-    float32 in [0, 1] (``p`` = ``audio_pool``), ``y_digit`` ``(B,)`` int64.
+    float32 in [0, 1] (``p`` = ``audio_pool``), ``y_digit`` ``(B,)`` int64 when the index
+    has labels, and the index columns named in ``keep`` as they are. A modality whose path
+    is None (prediction without it) is not read.
     """
 
-    def __init__(self, image_path: str, audio_path: str, audio_pool: int = 1) -> None:
-        self.paths = {"image": image_path, "audio": audio_path}
+    def __init__(
+        self, image_path: str | None, audio_path: str | None, audio_pool: int = 1, keep: tuple[str, ...] = ()
+    ) -> None:
+        self.paths = {k: v for k, v in {"image": image_path, "audio": audio_path}.items() if v is not None}
         self.audio_pool = audio_pool
+        self.keep = keep
         self._arrays: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -154,17 +162,21 @@ class AVMNISTReader:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch["row"].astype(np.int64)
         n = len(rows)
-        image = (self._rows("image", rows).astype(np.float32) / 255.0).reshape(n, *IMAGE_SHAPE)
-        audio = self._rows("audio", rows).astype(np.float32) / 255.0
-        p = self.audio_pool
-        if p > 1:
-            s = AUDIO_SIDE // p
-            audio = audio.reshape(n, s, p, s, p).mean(axis=(2, 4), dtype=np.float32)
-        return {
-            "image": np.ascontiguousarray(image, dtype=np.float32),
-            "audio": np.ascontiguousarray(audio[:, None], dtype=np.float32),
-            label_column(HEAD): batch[label_column(HEAD)].astype(np.int64),
-        }
+        out = {k: batch[k] for k in self.keep}
+        if "image" in self.paths:
+            image = (self._rows("image", rows).astype(np.float32) / 255.0).reshape(n, *IMAGE_SHAPE)
+            out["image"] = np.ascontiguousarray(image, dtype=np.float32)
+        if "audio" in self.paths:
+            audio = self._rows("audio", rows).astype(np.float32) / 255.0
+            p = self.audio_pool
+            if p > 1:
+                s = AUDIO_SIDE // p
+                audio = audio.reshape(n, s, p, s, p).mean(axis=(2, 4), dtype=np.float32)
+            out["audio"] = np.ascontiguousarray(audio[:, None], dtype=np.float32)
+        col = label_column(HEAD)
+        if col in batch:
+            out[col] = batch[col].astype(np.int64)
+        return out
 
 
 def options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -230,7 +242,53 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path) -> PreparedData:
         class_counts={HEAD: [int(c) for c in counts]},
         sizes={s: len(r) for s, r in rows.items()},
         info=info,
+        state={"audio_pool": int(opts["audio_pool"])},
     )
+
+
+def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+    """``<split>_data.npy`` of the modalities asked for (and ``<split>_labels.npy`` when it is
+    there) under ``source.data_dir``, every row, read as training read them (``audio_pool``
+    from ``state``). Raises :class:`DataError` naming a missing or malformed file."""
+    import ray.data
+
+    quiet_data_context(True)
+    root = Path(source.data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory not found (expected the MultiBench AV-MNIST folder)")
+    if "audio_pool" not in state:
+        raise DataError("the checkpoint's preprocessing state has no 'audio_pool' (AV-MNIST)")
+    paths = source_files(root, source.split)
+    shapes = {"image": (None, 784), "audio": (None, AUDIO_SIDE, AUDIO_SIDE)}
+    counts: dict[str, int] = {}
+    for m in source.modalities:
+        arr = open_npy(paths[m], f"{m}/{source.split}_data.npy, {MODALITY_FILES[m]}")
+        check_array(arr, str(paths[m]), m, shapes[m], NUMERIC_KINDS)
+        counts[f"{m}/{source.split}_data.npy"] = int(arr.shape[0])
+    digits: np.ndarray | None = None
+    if paths["labels"].is_file():
+        raw = open_npy(paths["labels"], f"{source.split}_labels.npy, (N,) digits 0-9")
+        raw = raw[:, 0] if raw.ndim == 2 and raw.shape[1] == 1 else raw
+        check_array(raw, str(paths["labels"]), "labels", (None,), NUMERIC_KINDS)
+        counts[f"{source.split}_labels.npy"] = int(raw.shape[0])
+        digits = integer_labels(np.asarray(raw), str(paths["labels"]), "labels", 0, CLASSES - 1)
+    n = check_counts(counts, str(root))
+    if n < 1:
+        raise DataError(f"{root}: the {source.split} files hold no rows")
+    items: list[dict[str, Any]] = [{"row": r} for r in range(n)]
+    if digits is not None:
+        items = [{"row": r, label_column(HEAD): int(digits[r])} for r in range(n)]
+    reader = AVMNISTReader(
+        str(paths["image"]) if "image" in source.modalities else None,
+        str(paths["audio"]) if "audio" in source.modalities else None,
+        int(state["audio_pool"]),
+        keep=("row",),
+    )
+    ds: ray.data.Dataset = index_dataset(items, reader, batch_size=256, blocks=min(n // ROWS_PER_BLOCK, 64))
+    return PredictInput(dataset=ds, ids=("row",), labelled=digits is not None, rows=n)
+
+
+MODALITY_FILES = {"image": "(N, 784) grey values", "audio": "(N, 112, 112) spectrograms"}
 
 
 def check_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -274,3 +332,7 @@ class AVMNIST(Dataset):
     def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
         """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
         return check_config(cfg)
+
+    def predict_data(self, cfg: ExperimentConfig, source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+        """New files for a trained model (:func:`predict_data`)."""
+        return predict_data(source, state)

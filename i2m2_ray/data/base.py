@@ -28,6 +28,8 @@ __all__ = [
     "Dataset",
     "Flag",
     "PreparedData",
+    "PredictInput",
+    "PredictSource",
     "GuardedReader",
     "capped",
     "data_error_from",
@@ -77,6 +79,11 @@ class PreparedData:
         info: the input facts the encoders are built from (:data:`FACTS`: ``inputs``, and
             ``encoders``, ``vocab_size``, ``pad_token_id`` where they apply) and counts
             worth logging (skipped volumes, ...); small, JSON-like values only.
+        state: the preprocessing state that reading new files as training read them needs
+            (MIMIC's z-score statistics, VQA's answer vocabulary and tokeniser, ...), handed
+            back to :meth:`Dataset.predict_data`; saved in every checkpoint, so JSON-like
+            values only (lists, not arrays).
+        classes: head -> its class names (absent: ``"0"``, ``"1"``, ...), for predictions.
     """
 
     spec: TaskSpec
@@ -84,6 +91,53 @@ class PreparedData:
     class_counts: dict[str, list[int]]
     sizes: dict[str, int]
     info: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, list[str]] = field(default_factory=dict)
+
+    def class_names(self) -> dict[str, list[str]]:
+        """Every head's class names: ``classes``, else the class numbers as text."""
+        return {h: list(self.classes.get(h) or [str(c) for c in range(n)]) for h, n in self.spec.heads.items()}
+
+
+@dataclass(frozen=True)
+class PredictSource:
+    """New files to predict on, as the user named them (``experiments/predict.py``).
+
+    Attributes:
+        data_dir: the dataset's real files (the folder or file ``--data-dir`` names for training).
+        annotations: where labels live apart (fastMRI+ ``Annotations``), or None.
+        modalities: the modalities to read; the others' files need not exist.
+        split: which split's files, where a dataset has one file per split (AV-MNIST
+            ``<split>_data.npy``); the others read every file or row they are given.
+        work_dir: a folder the dataset may write cleaned copies to.
+    """
+
+    data_dir: Path
+    annotations: Path | None
+    modalities: tuple[str, ...]
+    split: str = "test"
+    work_dir: Path = Path(".")
+
+
+@dataclass
+class PredictInput:
+    """New files read for prediction (:meth:`Dataset.predict_data`).
+
+    Attributes:
+        dataset: a lazy Ray Dataset, one row per sample, in the files' order: the ``ids``
+            columns, one array per modality of ``PredictSource.modalities``, and a
+            ``y_<head>`` label per head when the files hold labels.
+        ids: the columns that name a sample (``row``; ``volume`` and ``slice``; ...).
+        labelled: whether ``y_<head>`` columns are there.
+        rows: the number of samples.
+        notes: what was left out and why (e.g. volumes too wide), for the user.
+    """
+
+    dataset: ray.data.Dataset
+    ids: tuple[str, ...]
+    labelled: bool
+    rows: int
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,6 +183,11 @@ class Dataset(Protocol):
     puts the input facts (:data:`FACTS`) in ``info``. It builds no model.
 
     ``flags`` are the dataset's own command-line options (:class:`Flag`).
+
+    Optionally, ``predict_data(cfg, source, state)`` reads new files in the same format for a
+    trained model (:class:`PredictSource` -> :class:`PredictInput`), with the readers ``load``
+    uses and the preprocessing ``state`` ``load`` put in ``PreparedData.state`` (the
+    checkpoint's copy); labels in the files are read when present, never required.
 
     Optionally, ``check_config(cfg)`` checks the ``data`` settings the dataset reads without
     reading a file (:func:`i2m2_ray.data.check_data_config` runs it before Ray starts and for

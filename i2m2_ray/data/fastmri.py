@@ -23,7 +23,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,8 @@ from i2m2_ray.config import ConfigError, ExperimentConfig
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
+    PredictInput,
+    PredictSource,
     PreparedData,
     capped,
     index_dataset,
@@ -245,11 +247,14 @@ class SlicePreprocessor:
     """Ray Data batch UDF: index rows (path, slice, labels) -> modality arrays and labels.
 
     Rows of one file in a batch are read with one HDF5 open; the FFT runs on the whole batch.
+    Label columns pass through when the index has them (prediction: when labels were
+    given), and so do the index columns named in ``keep``.
     """
 
-    def __init__(self, pad_width: int, crop: int) -> None:
+    def __init__(self, pad_width: int, crop: int, keep: tuple[str, ...] = ()) -> None:
         self.pad_width = pad_width
         self.crop = crop
+        self.keep = keep
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import h5py
@@ -288,7 +293,9 @@ class SlicePreprocessor:
         assert kspace is not None
         out = image_to_modalities(kspace_to_image(kspace, self.pad_width, self.crop, signed=signed))
         for head in LABELS:
-            out[label_column(head)] = batch[label_column(head)].astype(np.int64)
+            if label_column(head) in batch:
+                out[label_column(head)] = batch[label_column(head)].astype(np.int64)
+        out.update({k: batch[k] for k in self.keep})
         return out
 
 
@@ -427,7 +434,64 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, annotations_dir: str | 
         class_counts=counts,
         sizes=sizes,
         info=info,
+        state={"pad_width": int(cfg.data.pad_width), "crop": int(cfg.data.crop_size)},
+        classes={h: ["absent", "present"] for h in LABELS},
     )
+
+
+def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+    """Every slice of every ``*.h5`` volume under ``source.data_dir`` (magnitude and phase
+    both come from its k-space), with the training's pad width and crop (``state``).
+    Volumes wider than the pad width are left out (named in ``notes``), as training leaves
+    them out. With ``source.annotations`` (a fastMRI+ folder) the reviewed volumes get their
+    slice labels and the others are left out."""
+    missing_state = [k for k in ("pad_width", "crop") if k not in state]
+    if missing_state:
+        raise DataError(f"the checkpoint's preprocessing state has no {missing_state} (fastMRI)")
+    pad_width, crop = int(state["pad_width"]), int(state["crop"])
+    quiet_data_context(True)
+    volumes = find_volumes(source.data_dir)
+    if not volumes:
+        raise DataError(f"{source.data_dir}: no *.h5 volumes found")
+    ann = read_annotations(source.annotations) if source.annotations is not None else None
+    notes: list[str] = []
+    if ann is not None:
+        unlisted = sorted(set(volumes) - set(ann.reviewed))
+        if unlisted:
+            notes.append(f"{len(unlisted)} volume(s) not listed in knee_file_list.csv left out, e.g. {unlisted[:3]}")
+        volumes = {v: p for v, p in volumes.items() if v in set(ann.reviewed)}
+    rows: list[dict[str, Any]] = []
+    height: tuple[str, int] | None = None
+    wide: list[str] = []
+    for name, path in volumes.items():
+        n_slices, h, w = inspect_volume(path)
+        if w > pad_width:
+            wide.append(name)
+            continue
+        if crop > h:
+            raise DataError(f"{path}: 'kspace' is {h}x{w}; the model was trained on {crop}x{crop} crops")
+        if height is not None and h != height[1]:
+            raise DataError(
+                f"{path}: 'kspace' has height {h}, but {height[0]} has {height[1]}; "
+                "every volume must have the same height (slices of several volumes share a batch)"
+            )
+        height = height or (name, h)
+        for s in range(n_slices):
+            row: dict[str, Any] = {"path": str(path), "volume": name, "slice": s}
+            if ann is not None:
+                found = ann.positives.get((name, s), set())
+                row.update({label_column(t): int(t in found) for t in LABELS})
+            rows.append(row)
+    if wide:
+        notes.append(f"{len(wide)} volume(s) wider than the pad width {pad_width} left out, e.g. {wide[:3]}")
+    if not rows:
+        raise DataError(f"{source.data_dir}: no usable volumes (width <= {pad_width})")
+    batch = max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
+    ds = index_dataset(
+        rows, SlicePreprocessor(pad_width, crop, keep=("volume", "slice")), batch_size=batch,
+        blocks=min(len(rows) // batch, 64),
+    )  # fmt: skip
+    return PredictInput(dataset=ds, ids=("volume", "slice"), labelled=ann is not None, rows=len(rows), notes=notes)
 
 
 def options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -493,3 +557,7 @@ class FastMRI(Dataset):
     def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
         """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
         return check_config(cfg)
+
+    def predict_data(self, cfg: ExperimentConfig, source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+        """New files for a trained model (:func:`predict_data`)."""
+        return predict_data(source, state)

@@ -78,6 +78,8 @@ from i2m2_ray.data.base import (
     DataError,
     Dataset,
     Flag,
+    PredictInput,
+    PredictSource,
     PreparedData,
     index_dataset,
     label_column,
@@ -270,13 +272,22 @@ class MIMICReader:
     """Ray Data batch UDF: index rows (``row``, ``y_<task>``) -> z-scored modality arrays.
 
     Output batch: ``static`` ``(B, 5)``, ``timeseries`` ``(B, 24, 12)`` float32, the label
-    column ``(B,)`` int64.
+    column ``(B,)`` int64 when the index has it, and the index columns named in ``keep``. A
+    modality whose path is None (prediction without it) is not read.
     """
 
-    def __init__(self, static_path: str, series_path: str, stats: Mapping[str, np.ndarray], head: str) -> None:
-        self.paths = {"static": static_path, "timeseries": series_path}
+    def __init__(
+        self,
+        static_path: str | None,
+        series_path: str | None,
+        stats: Mapping[str, Any],
+        head: str,
+        keep: tuple[str, ...] = (),
+    ) -> None:
+        self.paths = {k: v for k, v in {"static": static_path, "timeseries": series_path}.items() if v is not None}
         self.stats = {k: np.asarray(v, dtype=np.float32) for k, v in stats.items()}
         self.head = head
+        self.keep = keep
         self._arrays: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -290,14 +301,16 @@ class MIMICReader:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch["row"].astype(np.int64)
         st = self.stats
-        static = (self._rows("static", rows) - st["static_mean"]) / st["static_std"]
-        series = (self._rows("timeseries", rows) - st["series_mean"]) / st["series_std"]
+        out = {k: batch[k] for k in self.keep}
+        if "static" in self.paths:
+            out["static"] = ((self._rows("static", rows) - st["static_mean"]) / st["static_std"]).astype(np.float32)
+        if "timeseries" in self.paths:
+            series = (self._rows("timeseries", rows) - st["series_mean"]) / st["series_std"]
+            out["timeseries"] = series.astype(np.float32)
         col = label_column(self.head)
-        return {
-            "static": static.astype(np.float32),
-            "timeseries": series.astype(np.float32),
-            col: batch[col].astype(np.int64),
-        }
+        if col in batch:
+            out[col] = batch[col].astype(np.int64)
+        return out
 
 
 def options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -385,7 +398,70 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: str | Path) -
         class_counts={task: [int(c) for c in counts]},
         sizes={name: len(r) for name, r in rows.items()},
         info=info,
+        state={"task": task, "zscore": {k: v.tolist() for k, v in stats.items()}},
+        classes={task: MORTALITY_CLASSES if task == "mortality" else ["negative", "positive"]},
     )
+
+
+# class names of the mortality task: the first of these horizons with a death, or none
+MORTALITY_CLASSES = ["none", "1 day", "2 days", "3 days", "30 days", "1 year"]
+MODALITY_KEYS = {"static": "adm_features_all", "timeseries": "ep_tdata"}
+LABEL_KEYS = {"mortality": "adm_labels_all", "icd9_1": "y_icd9", "icd9_7": "y_icd9"}
+
+
+def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+    """Every row of an ``.npz`` in the MultiBench layout (``source.data_dir``: the file, or a
+    folder holding ``im.npz``), cleaned and z-scored with the training statistics in
+    ``state``. Only the keys of the modalities asked for are needed; the task's label key
+    (``adm_labels_all`` or ``y_icd9``) is read when present. A pickle is refused (convert it
+    first: it could run code)."""
+    import ray.data
+
+    quiet_data_context(True)
+    missing_state = [k for k in ("task", "zscore") if k not in state]
+    if missing_state:
+        raise DataError(f"the checkpoint's preprocessing state has no {missing_state} (MIMIC)")
+    task = str(state["task"])
+    path = resolve_source(source.data_dir)
+    if not is_zip(path):
+        raise DataError(
+            f"{path}: not an .npz archive; prediction reads no pickles (they can run code): convert it once with "
+            f"python -m i2m2_ray.data.mimic convert {path} {path.with_suffix('.npz')} --trust-pickle"
+        )
+    wanted = [MODALITY_KEYS[m] for m in source.modalities]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            absent = [k for k in wanted if k not in npz.files]
+            if absent:
+                raise DataError(f"{path}: missing key(s) {absent} for modalities {list(source.modalities)} "
+                                f"(found {npz.files})")  # fmt: skip
+            arrays = {k: npz[k] for k in wanted}
+            label_key = LABEL_KEYS[task]
+            if label_key in npz.files:
+                arrays[label_key] = npz[label_key]
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as .npz without pickles ({exc})") from None
+    for key, arr in arrays.items():
+        shape, kinds = KEYS[key]
+        check_array(arr, str(path), key, shape, kinds)
+    n = check_counts({k: int(a.shape[0]) for k, a in arrays.items()}, str(path))
+    if n < 1:
+        raise DataError(f"{path}: no rows")
+    labels = task_labels(arrays, task, str(path)) if LABEL_KEYS[task] in arrays else None
+    work = Path(source.work_dir) / "mimic"
+    work.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str | None] = {"static": None, "timeseries": None}
+    for m in source.modalities:
+        save_npy_atomic(work / f"{m}.npy", clean(arrays[MODALITY_KEYS[m]]))
+        files[m] = str(work / f"{m}.npy")
+    items: list[dict[str, Any]] = [{"row": r} for r in range(n)]
+    if labels is not None:
+        items = [{"row": r, label_column(task): int(labels[r])} for r in range(n)]
+    reader = MIMICReader(files["static"], files["timeseries"], state["zscore"], task, keep=("row",))
+    ds: ray.data.Dataset = index_dataset(items, reader, batch_size=512, blocks=min(n // ROWS_PER_BLOCK, 32))
+    return PredictInput(dataset=ds, ids=("row",), labelled=labels is not None, rows=n)
 
 
 def check_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -452,6 +528,10 @@ class MIMIC(Dataset):
     def check_config(self, cfg: ExperimentConfig) -> dict[str, Any]:
         """Cheap checks of the ``data`` settings, before Ray starts (:func:`check_config`)."""
         return check_config(cfg)
+
+    def predict_data(self, cfg: ExperimentConfig, source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+        """New files for a trained model (:func:`predict_data`)."""
+        return predict_data(source, state)
 
 
 def main(argv: list[str] | None = None) -> int:

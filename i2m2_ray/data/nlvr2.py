@@ -30,9 +30,11 @@ from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrow_vl import (
     ArrowRows,
     TextTokenizer,
+    arrow_file,
     as_list,
     check_binary_columns,
     check_options,
+    check_state,
     decode_cell,
     make_tokenizer,
     open_table,
@@ -40,6 +42,8 @@ from i2m2_ray.data.arrow_vl import (
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
+    PredictInput,
+    PredictSource,
     PreparedData,
     capped,
     index_dataset,
@@ -118,27 +122,39 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
 
 class NLVR2Preprocessor:
     """Ray Data batch UDF: index rows (path, row, sentence, label) -> ``image``
-    ``(B, 2, 3, S, S)``, ``text`` ``(B, L)`` token ids and ``y_label`` ``(B,)``."""
+    ``(B, 2, 3, S, S)``, ``text`` ``(B, L)`` token ids and ``y_label`` ``(B,)`` (when the
+    index has labels), of the ``modalities`` asked for, and the index columns in ``keep``."""
 
-    def __init__(self, tokenizer: TextTokenizer, image_size: int) -> None:
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        image_size: int,
+        modalities: tuple[str, ...] = MODALITIES,
+        keep: tuple[str, ...] = (),
+    ) -> None:
         self.tokenizer = tokenizer
         self.image_size = image_size
+        self.modalities = modalities
+        self.keep = keep
         self.rows = ArrowRows()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths, rows = batch["path"], batch["row"].astype(np.int64)
-        s = self.image_size
-        images = np.zeros((len(paths), 2, 3, s, s), dtype=np.float32)
-        for path in dict.fromkeys(paths.tolist()):
-            idx = np.flatnonzero(paths == path)
-            for k, column in enumerate(("image_0", "image_1")):
-                for i, data in zip(idx, self.rows.take(path, column, rows[idx]), strict=True):
-                    images[i, k] = decode_cell(data, s, path, int(rows[i]), column)
-        return {
-            "image": images,
-            "text": self.tokenizer([str(t) for t in batch["sentence"]]),
-            label_column(HEAD): batch["label"].astype(np.int64),
-        }
+        out = {k: batch[k] for k in self.keep}
+        if "image" in self.modalities:
+            s = self.image_size
+            images = np.zeros((len(paths), 2, 3, s, s), dtype=np.float32)
+            for path in dict.fromkeys(paths.tolist()):
+                idx = np.flatnonzero(paths == path)
+                for k, column in enumerate(("image_0", "image_1")):
+                    for i, data in zip(idx, self.rows.take(path, column, rows[idx]), strict=True):
+                        images[i, k] = decode_cell(data, s, path, int(rows[i]), column)
+            out["image"] = images
+        if "text" in self.modalities:
+            out["text"] = self.tokenizer([str(t) for t in batch["sentence"]])
+        if "label" in batch:
+            out[label_column(HEAD)] = batch["label"].astype(np.int64)
+        return out
 
 
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> PreparedData:
@@ -193,7 +209,47 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         class_counts=counts,
         sizes=sizes,
         info=info,
+        state={"tokenizer": tokenizer.state(), "image_size": size},
+        classes={HEAD: ["False", "True"]},
     )
+
+
+def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+    """Every sentence of an NLVR2 Arrow file (``source.data_dir``: the file, or the folder
+    holding ``nlvr2_<split>``'s file), decoded and tokenised as in training (the tokeniser
+    and image size from ``state``). Image columns are read only for ``image``; ``answers``
+    only when the file has it."""
+    check_state(state, ("tokenizer", "image_size"), "NLVR2")
+    quiet_data_context(True)
+    path = arrow_file(source.data_dir, DEFAULT_FILES, source.split)
+    wanted = {k: COLUMNS[k] for k in ("questions", "identifier")}
+    if "image" in source.modalities:
+        wanted.update({k: COLUMNS[k] for k in ("image_0", "image_1")})
+    table = open_table(path, wanted)
+    if "image" in source.modalities:
+        check_binary_columns(table, path, ("image_0", "image_1"))
+    labelled = "answers" in table.column_names
+    questions = table.column("questions").to_pylist()
+    answers = table.column("answers").to_pylist() if labelled else [None] * table.num_rows
+    idents = table.column("identifier").to_pylist()
+    items: list[dict[str, Any]] = []
+    for row in range(table.num_rows):
+        qs = as_list(questions[row], path, "questions", row)
+        ans = as_list(answers[row], path, "answers", row) if labelled else [None] * len(qs)
+        if len(qs) != len(ans):
+            raise DataError(f"{path}, row {row}: {len(qs)} sentences but {len(ans)} answers")
+        for j, (q, a) in enumerate(zip(qs, ans, strict=True)):
+            item = {"path": str(path), "row": row, "sentence": str(q), "identifier": f"{idents[row]}-{j}"}
+            if labelled:
+                item["label"] = parse_label(a, path, row)
+            items.append(item)
+    if not items:
+        raise DataError(f"{path}: no sentences")
+    prep = NLVR2Preprocessor(
+        TextTokenizer.from_state(state["tokenizer"]), int(state["image_size"]), source.modalities, keep=("identifier",)
+    )
+    ds = index_dataset(items, prep, batch_size=64, blocks=min(len(items) // 64, 64))
+    return PredictInput(dataset=ds, ids=("identifier",), labelled=labelled, rows=len(items))
 
 
 SAMPLE_VERSION = 1
@@ -225,3 +281,7 @@ class NLVR2(Dataset):
         generated sample's settings (returned)."""
         options(cfg)
         return sample_settings(cfg, SAMPLE, "nlvr2")
+
+    def predict_data(self, cfg: ExperimentConfig, source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+        """New files for a trained model (:func:`predict_data`)."""
+        return predict_data(source, state)

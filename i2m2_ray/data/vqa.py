@@ -40,9 +40,11 @@ from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.data.arrow_vl import (
     ArrowRows,
     TextTokenizer,
+    arrow_file,
     as_list,
     check_binary_columns,
     check_options,
+    check_state,
     decode_cell,
     make_tokenizer,
     open_table,
@@ -51,6 +53,8 @@ from i2m2_ray.data.arrow_vl import (
 from i2m2_ray.data.base import (
     DataError,
     Dataset,
+    PredictInput,
+    PredictSource,
     PreparedData,
     capped,
     index_dataset,
@@ -199,28 +203,42 @@ def soft_targets(labels: list[list[int]], scores: list[list[float]], num_answers
 
 class VQAPreprocessor:
     """Ray Data batch UDF: index rows (path, row, question, sparse answers) -> ``image``
-    ``(B, 3, S, S)``, ``text`` ``(B, L)`` token ids and ``y_answer`` ``(B, answers)`` soft scores."""
+    ``(B, 3, S, S)``, ``text`` ``(B, L)`` token ids (of the ``modalities`` asked for) and
+    ``y_answer`` ``(B, answers)`` soft scores (when the index has answers), and the index
+    columns in ``keep``."""
 
-    def __init__(self, tokenizer: TextTokenizer, image_size: int, num_answers: int) -> None:
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        image_size: int,
+        num_answers: int,
+        modalities: tuple[str, ...] = MODALITIES,
+        keep: tuple[str, ...] = (),
+    ) -> None:
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.num_answers = num_answers
+        self.modalities = modalities
+        self.keep = keep
         self.rows = ArrowRows()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths, rows = batch["path"], batch["row"].astype(np.int64)
-        images = np.zeros((len(paths), 3, self.image_size, self.image_size), dtype=np.float32)
-        for path in dict.fromkeys(paths.tolist()):
-            idx = np.flatnonzero(paths == path)
-            for i, data in zip(idx, self.rows.take(path, "image", rows[idx]), strict=True):
-                images[i] = decode_cell(data, self.image_size, path, int(rows[i]), "image")
-        labels = [list(x) for x in batch["labels"]]
-        scores = [list(x) for x in batch["scores"]]
-        return {
-            "image": images,
-            "text": self.tokenizer([str(q) for q in batch["question"]]),
-            label_column(HEAD): soft_targets(labels, scores, self.num_answers),
-        }
+        out = {k: batch[k] for k in self.keep}
+        if "image" in self.modalities:
+            images = np.zeros((len(paths), 3, self.image_size, self.image_size), dtype=np.float32)
+            for path in dict.fromkeys(paths.tolist()):
+                idx = np.flatnonzero(paths == path)
+                for i, data in zip(idx, self.rows.take(path, "image", rows[idx]), strict=True):
+                    images[i] = decode_cell(data, self.image_size, path, int(rows[i]), "image")
+            out["image"] = images
+        if "text" in self.modalities:
+            out["text"] = self.tokenizer([str(q) for q in batch["question"]])
+        if "labels" in batch:
+            labels = [list(x) for x in batch["labels"]]
+            scores = [list(x) for x in batch["scores"]]
+            out[label_column(HEAD)] = soft_targets(labels, scores, self.num_answers)
+        return out
 
 
 def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> PreparedData:
@@ -282,7 +300,54 @@ def prepare(cfg: ExperimentConfig, data_dir: str | Path, work_dir: Path) -> Prep
         class_counts={},
         sizes=sizes,
         info=info,
+        state={"tokenizer": tokenizer.state(), "image_size": size, "answers": list(vocab)},
+        classes={HEAD: list(vocab)},
     )
+
+
+LABEL_COLUMNS = ("answers", "answer_labels", "answer_scores")
+
+
+def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+    """Every question of a VQA-VS Arrow file (``source.data_dir``: the file, or the folder
+    holding the ``source.split`` file: ``test`` = ``vqavs_test_iid``, ``kw`` =
+    ``vqavs_test_kw``, ...), decoded and tokenised as in training (tokeniser, image size and
+    answer vocabulary from ``state``). ``image`` is read only when asked for; the answers
+    only when the file has them (then every column of the real layout is checked)."""
+    check_state(state, ("tokenizer", "image_size", "answers"), "VQA-VS")
+    quiet_data_context(True)
+    path = arrow_file(source.data_dir, DEFAULT_FILES, source.split)
+    wanted = {k: COLUMNS[k] for k in ("questions", "question_id")}
+    if "image" in source.modalities:
+        wanted["image"] = COLUMNS["image"]
+    table = open_table(path, wanted)
+    if "image" in source.modalities:
+        check_binary_columns(table, path, ("image",))
+    labelled = all(c in table.column_names for c in LABEL_COLUMNS)
+    items: list[dict[str, Any]] = []
+    if labelled:
+        for q in read_questions(path):
+            items.append({"path": str(path), "row": q["row"], "question": q["question"],
+                          "question_id": str(q["qid"]), "labels": q["labels"], "scores": q["scores"]})  # fmt: skip
+    else:
+        questions = table.column("questions").to_pylist()
+        qids = table.column("question_id").to_pylist()
+        for row in range(table.num_rows):
+            qs = as_list(questions[row], path, "questions", row)
+            ids = as_list(qids[row], path, "question_id", row)
+            if len(ids) != len(qs):
+                raise DataError(f"{path}, row {row}: 'question_id' has {len(ids)} entries for {len(qs)} questions")
+            for q, i in zip(qs, ids, strict=True):
+                items.append({"path": str(path), "row": row, "question": str(q), "question_id": str(i)})
+    if not items:
+        raise DataError(f"{path}: no questions")
+    answers = list(state["answers"])
+    prep = VQAPreprocessor(
+        TextTokenizer.from_state(state["tokenizer"]), int(state["image_size"]), len(answers), source.modalities,
+        keep=("question_id",),
+    )  # fmt: skip
+    ds = index_dataset(items, prep, batch_size=64, blocks=min(len(items) // 64, 64))
+    return PredictInput(dataset=ds, ids=("question_id",), labelled=labelled, rows=len(items))
 
 
 SAMPLE_VERSION = 1  # bump when the generator changes, so stale samples are rewritten
@@ -314,3 +379,7 @@ class VQAVS(Dataset):
         generated sample's settings (returned)."""
         options(cfg)
         return sample_settings(cfg, SAMPLE, "vqa")
+
+    def predict_data(self, cfg: ExperimentConfig, source: PredictSource, state: Mapping[str, Any]) -> PredictInput:
+        """New files for a trained model (:func:`predict_data`)."""
+        return predict_data(source, state)
