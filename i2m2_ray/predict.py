@@ -230,7 +230,8 @@ class ModelRunner:
 class BatchPredictor:
     """Ray Data batch UDF run by a pool of actors: each builds the model once (on its GPU
     when it has one) and turns batches of ids, modality arrays and labels into the ids, the
-    probability columns and the predicted classes (and ``label_<head>`` where labelled)."""
+    probability columns and the predicted classes (and ``label_<head>`` where labelled; a
+    soft-score head's labels are a ``(B, classes)`` array)."""
 
     def __init__(self, ckpt: Mapping[str, Any], available: Sequence[str], ids: Sequence[str]) -> None:
         torch.set_num_threads(1)  # one actor per CPU: no oversubscription
@@ -243,7 +244,7 @@ class BatchPredictor:
         out.update(self.runner.columns(probs))
         for h in self.runner.spec.heads:
             col = label_column(h)
-            if col in batch and not self.runner.spec.is_multilabel(h):
+            if col in batch:  # a soft-score head's (B, classes) labels: scored, not written to the CSV
                 out[f"label_{h}"] = batch[col]
         return out
 

@@ -246,8 +246,10 @@ def test_nlvr2_predicts_from_the_sentences_alone_of_a_file_without_images(ray_lo
 
 def test_vqa_predicts_a_score_for_every_answer(ray_local: None, tmp_path: Path) -> None:
     path, prepared = untrained("vqa", tmp_path)
-    result = predict_files(path, tmp_path / "sample_data", tmp_path / "p.csv", modalities="text")
+    result = predict_files(path, tmp_path / "sample_data", tmp_path / "p.csv", modalities="text", score=True)
     columns, rows = read_csv(tmp_path / "p.csv")
+    assert 0.0 <= result.metrics["vqa_score"] <= 1.0  # the soft answer scores, scored (not in the CSV)
+    assert not any(c.startswith("label_") for c in columns)
     answers = load_checkpoint(path)[PREDICT_KEY]["data"]["answers"]
     prob_cols = [c for c in columns if c.startswith("prob_answer_")]
     assert columns[0] == "question_id" and len(prob_cols) == len(answers) == prepared.spec.heads["answer"]

@@ -190,9 +190,6 @@ def predict_files(
             work_dir=Path(work),
         )
         found = dataset.predict_data(cfg, source, state["data"])
-        soft = [h for h in spec.heads if spec.is_multilabel(h)]
-        if score and soft:
-            raise PredictError(f"--score: head(s) {soft} have soft-score labels, which predict.py does not score yet")
         if score and not found.labelled:
             what = "--annotations" if state["dataset"] == "fastmri" else "label files or keys"
             raise PredictError(f"--score: {data_dir} holds no labels ({what} needed)")
@@ -214,10 +211,10 @@ def predict_files(
 
         n = write_predictions(batches(), out, columns)
     metrics: dict[str, float] = {}
-    if score:
-        labels = {h: np.concatenate([b[f"label_{h}"] for b in kept]) for h in heads}
+    if score:  # every head, a soft-score one (VQA-VS's answers) too: its labels stay out of the CSV
+        labels = {h: np.concatenate([b[f"label_{h}"] for b in kept]) for h in spec.heads}
         probs = {}
-        for h in heads:
+        for h in spec.heads:
             names = state["classes"][h]
             probs[h] = np.stack(
                 [np.concatenate([b[c] for b in kept]) for c in ModelRunner.prob_columns(h, names)], axis=1
