@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from i2m2_ray.cli.predict import PredictError, checkpoint_path, main, parse_modalities
+from i2m2_ray.cli.predict import PredictError, checkpoint_path, parse_modalities
 from i2m2_ray.config import load_config
 from i2m2_ray.models.build import build_model
 from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.predict import PREDICT_KEY, BatchPredictor, ModelRunner, add_prediction_state, prediction_state_of
 from i2m2_ray.spec import TaskSpec
 from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
 
 SPEC = TaskSpec(("static", "timeseries"), {"y": 3})
 FACTS = {"inputs": {"static": [5], "timeseries": [24, 12]}, "encoders": ["mlp_gru"]}
@@ -164,16 +166,21 @@ def test_request_errors_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         checkpoint_path("runs:/abc", "i2m2", None, tmp_path)
 
 
-def test_the_command_refuses_a_checkpoint_without_state_before_ray_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import ray
+def test_the_command_refuses_a_checkpoint_without_state_before_ray_starts(tmp_path: Path) -> None:
+    """The script itself, in a process of its own (Ray may already run in this one)."""
+    import subprocess
+    import sys
 
     path = checkpoint(tmp_path, "i2m2", with_state=False)
-    code = main(["--run", str(path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "p.csv")])
-    assert code == 2 and not ray.is_initialized()
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {path}: no prediction state (key 'predict'") and err.count("\n") == 1
+    cmd = [sys.executable, "experiments/predict.py", "--run", str(path), "--data-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "p.csv")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"error: {path}: no prediction state (key 'predict'") and proc.stderr.count("\n") == 1
+    assert "Ray" not in proc.stdout + proc.stderr  # refused before a local Ray started
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_the_readers_read_only_the_modalities_asked_for_and_labels_when_there(
