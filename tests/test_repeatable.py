@@ -26,10 +26,14 @@ def test_every_shipped_config_reads_back_from_its_params(name: str) -> None:
 
 
 def test_params_keep_none_empty_maps_and_strings_that_look_like_numbers() -> None:
+    placement = "run.use_gpu: true -> false (the cluster has no GPU); 1 model(s) at once"
     params = {"a": None, "b": {}, "c": [1, 1], "d": "1e-3", "e": False, "f": {"g": 2e-06}, "h": "None", "i": "x: y"}
+    params.update({"j": "null", "k": "3", "l": "two\nlines", "placement": placement})
     flat = tracking.flatten(params)
     assert flat["a"] == "null" and flat["b"] == "{}" and flat["c"] == "[1, 1]" and flat["e"] == "false"
     assert flat["h"] == "None" and flat["f.g"] == "2.0e-06"
+    assert flat["placement"] == placement and flat["i"] == "x: y"  # prose stays readable in the UI
+    assert flat["j"] == "'null'" and flat["k"] == "'3'"  # strings YAML would misread are quoted
     assert tracking.unflatten(flat) == params
 
 

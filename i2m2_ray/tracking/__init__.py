@@ -116,10 +116,18 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def param_text(value: Any) -> str:
-    """One param's value as YAML flow text (a plain string stays as it is when it reads back
-    as itself)."""
+    """One param's value as YAML flow text. A string stays as it is (readable in the UI),
+    unless YAML would read it back as something else of a plain kind (``"null"``,
+    ``"true"``, ``"3"``): then it is quoted."""
     import yaml
 
+    if isinstance(value, str):
+        try:
+            back = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if back == value or _prose(value, back):
+            return value
     if isinstance(value, Mapping):
         value = dict(value)
     elif isinstance(value, tuple):
@@ -129,6 +137,12 @@ def param_text(value: Any) -> str:
     except yaml.YAMLError:  # an object YAML cannot write: its text
         return str(value)
     return text.removesuffix("\n...\n").removesuffix("\n").strip()
+
+
+def _prose(text: str, parsed: Any) -> bool:
+    """A string YAML reads as a mapping or list though it is not written as one (flow
+    mappings and lists start with a bracket): ``"a: b"``, ``"- x"``."""
+    return isinstance(parsed, dict | list) and not text.lstrip().startswith(("{", "["))
 
 
 def unflatten(params: Mapping[str, str]) -> dict[str, Any]:
@@ -142,9 +156,10 @@ def unflatten(params: Mapping[str, str]) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         try:
-            node[leaf] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            node[leaf] = text
+            value = text
+        node[leaf] = text if _prose(text, value) else value
     return out
 
 
