@@ -108,14 +108,20 @@ class MlflowServer:
         self.log.close()
 
 
+# what `ray job submit` says when the head's dashboard or job agent is not answering yet (a
+# loaded machine): nothing was submitted, so the submission is tried again
+NOT_UP_YET = ("No available agent", "Failed to establish a new connection", "Failed to connect to Ray")
+
+
 def submit_job(head: RayHead, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run ``ray job submit`` of ``entrypoint`` to ``head``, uploading this checkout with the
     project's runtime_env (data, outputs and venvs left behind), and wait for the job to end.
 
     The client presents the token the head wrote to ~/.ray/auth_token (RAY_AUTH_MODE=token);
     the job gets no tracking server and no download access (it uses its output folder's
-    sqlite store). A head whose job agent is still starting on a loaded machine answers
-    "No available agent": the submission is tried again then.
+    sqlite store). A head whose dashboard or job agent is still starting on a loaded machine
+    answers "No available agent" or refuses the connection (:data:`NOT_UP_YET`): the
+    submission is tried again then.
     """
     env = {**os.environ, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
@@ -124,7 +130,8 @@ def submit_job(head: RayHead, *entrypoint: str, timeout: float = 900) -> subproc
     cmd += ["--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--", *entrypoint]
     for _ in range(5):
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-        if "No available agent" not in proc.stdout + proc.stderr:
+        said = proc.stdout + proc.stderr
+        if not any(m in said for m in NOT_UP_YET) or "Job '" in said:  # a job that started is never resubmitted
             break
         time.sleep(30)
     return proc
