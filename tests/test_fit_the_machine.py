@@ -192,17 +192,6 @@ def test_damaged_state_and_checkpoint_files_are_named(finished: Finished, tmp_pa
     assert "weights_only=False" not in run.said and "delete" in run.stderr
 
 
-def test_overwrite_starts_afresh(finished: Finished, tmp_path: Path) -> None:
-    out = shutil.copytree(finished.out, tmp_path / "out")
-    old_id = json.loads((out / "pipeline.json").read_text())["id"]
-    cmd = ["experiments/avmnist.py", "--data-dir", str(finished.data), "--output-dir", str(out), "--overwrite"]
-    run = script(*cmd, *SMALL)
-    assert run.returncode == 0, run.said[-4000:]
-    assert f"--overwrite: removed {out / 'summary.json'}" in run.stdout
-    assert json.loads((out / "pipeline.json").read_text())["id"] != old_id
-    assert not list((out / "ray_results").glob(f"*-{old_id}"))  # the earlier Ray Train run went too
-
-
 @pytest.mark.faults
 def test_a_wait_for_resources_that_never_come_ends(tmp_path: Path) -> None:
     """Two workers that must sit on two different nodes, on a one-node Ray: the plan cannot
@@ -219,12 +208,24 @@ def test_a_wait_for_resources_that_never_come_ends(tmp_path: Path) -> None:
 
 
 @pytest.mark.faults
-def test_bad_data_fails_once_with_its_own_message(finished: Finished, tmp_path: Path) -> None:
+def test_overwrite_starts_afresh_and_bad_data_fails_once_with_its_own_message(
+    finished: Finished, tmp_path: Path
+) -> None:
+    """``--overwrite`` onto the finished run with a copy of its data in which one image holds
+    a value no image can: the earlier results and Ray Train runs go, a new run starts, and it
+    fails once (no restart, no Ray Data retry) with the reader's message naming the row. (One
+    run checks both: a pipeline costs minutes on 2 cores.)"""
+    out = shutil.copytree(finished.out, tmp_path / "out")
+    old_id = json.loads((out / "pipeline.json").read_text())["id"]
     bad = shutil.copytree(finished.data, tmp_path / "bad")
     image = np.load(bad / "image" / "train_data.npy")
     image[5, 3] = 300.0
     np.save(bad / "image" / "train_data.npy", image)
-    run = script("experiments/avmnist.py", "--data-dir", str(bad), "--output-dir", str(tmp_path / "o"), *SMALL)
+    run = script("experiments/avmnist.py", "--data-dir", str(bad), "--output-dir", str(out), "--overwrite", *SMALL)
+    assert f"--overwrite: removed {out / 'summary.json'}" in run.stdout, run.said[-4000:]
+    assert json.loads((out / "pipeline.json").read_text())["id"] != old_id
+    assert not list((out / "ray_results").glob(f"*-{old_id}"))  # the earlier Ray Train run went too
+    assert not (out / "summary.json").exists()
     assert run.returncode == 2, run.said[-4000:]
     assert "'image' row 5 holds 300.0; expected values 0-255" in run.stderr
     assert "restarting" not in run.stdout  # no Ray Train restart

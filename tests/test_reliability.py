@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from i2m2_ray.training.launch import FitResult
+
 from .conftest import REPO, TINY_OVERRIDES, MlflowServer, free_port, kill_group
 
 PARADIGMS = ["unimodal_magnitude", "unimodal_phase", "inter", "intra", "i2m2"]
@@ -35,7 +37,7 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int, *extra: str):  # type: ignore[no-untyped-def]
+def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int, *extra: str) -> FitResult:
     from i2m2_ray.config import load_config
     from i2m2_ray.data import fastmri
     from i2m2_ray.training.launch import FitRequest, fit
@@ -54,12 +56,21 @@ def fit_inter(tmp: Path, tiny: tuple[Path, Path], name: str, max_failures: int, 
     return fit(req)
 
 
+@pytest.fixture(scope="module")
+def undisturbed(
+    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> FitResult:
+    """One undisturbed fit of the inter model (seed 3, 4 epochs), the reference of the tests
+    below (a fit costs ~30 s on 2 cores)."""
+    return fit_inter(tmp_path_factory.mktemp("undisturbed"), tiny_fastmri, "undisturbed", 0)
+
+
 @pytest.mark.slow
 @pytest.mark.faults
 def test_worker_killed_mid_run_resumes_from_last_checkpoint(
-    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+    undisturbed: FitResult, tiny_fastmri: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    baseline = fit_inter(tmp_path, tiny_fastmri, "undisturbed", max_failures=0)
+    baseline = undisturbed
     killed: list[int] = []
 
     def kill_after_first_checkpoint() -> None:
@@ -94,10 +105,12 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
 
 
 @pytest.mark.slow
-def test_the_same_seed_gives_the_same_model(ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_same_seed_gives_the_same_model(
+    undisturbed: FitResult, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Two fits with one seed read the same batches in the same order (run.deterministic):
     every epoch's validation metrics and the test metrics agree to the last digit."""
-    first = fit_inter(tmp_path, tiny_fastmri, "first", 0)
+    first = undisturbed
     again = fit_inter(tmp_path, tiny_fastmri, "again", 0)
     assert len(first.history) == len(again.history) == 4
     for a, b in zip(first.history, again.history, strict=True):

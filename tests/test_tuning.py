@@ -535,7 +535,9 @@ params:
 def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> None:
     """A 2-trial sweep on each of the other datasets' smoke-sized samples finishes and is
     recorded: a parent run with one child per trial, each holding the dataset's objective (and
-    one per component the trials start from)."""
+    one per component the trials start from). AV-MNIST's is submitted with ``ray job submit``
+    to a running cluster (a head started here, token authentication on): the sweep joins it
+    and leaves its report and MLflow runs in the output folder. MIMIC's runs on a local Ray."""
     from i2m2_ray.cli.common import smoke_overrides
 
     smoke = [*smoke_overrides(experiment), "product.epochs=2"]  # ASHA's grace period (1) must be below it
@@ -552,7 +554,16 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
         # the sweep that hung on 2 cores (issue 16): the three component fits took every CPU
         # of the local Ray and Ray Data's tasks waited forever; now a CPU stays free
         cmd[cmd.index("--max-concurrent") + 1] = "1"
-    proc = subprocess.run(cmd, cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=1200)
+        proc = subprocess.run(cmd, cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=1200)
+    else:
+        head = RayHead(num_cpus=4)
+        try:
+            head.wait_ready()
+            proc = submit_job(head, "python", *cmd[1:], timeout=1200)
+        finally:
+            head.stop()
+        assert "succeeded" in proc.stdout, proc.stdout[-5000:] + proc.stderr[-5000:]
+        assert (out / "search" / f"search-{experiment}" / "report" / "ranking.txt").is_file()
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Best trial" in proc.stdout and "Trials, best first" in proc.stdout
 
@@ -579,25 +590,3 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     for c in children:
         assert "objective" in c.data.metrics and 0.0 <= c.data.metrics["objective"] <= 1.0
         assert len(client.get_metric_history(c.info.run_id, f"val_{monitor}")) >= 1
-
-
-@pytest.mark.slow
-def test_sweep_through_ray_job_submit(tmp_path: Path) -> None:
-    """``ray job submit ... -- python experiments/search.py`` against a running cluster (a
-    head started here, token authentication on): the sweep joins it, runs every trial and
-    leaves its report and MLflow runs in the output folder."""
-    head = RayHead(num_cpus=4)
-    try:
-        head.wait_ready()
-        space = tmp_path / "space.yaml"
-        space.write_text(TINY_SPACE.format(base=REPO / "configs" / "fastmri_demo.yaml"))
-        out = tmp_path / "out"
-        proc = submit_job(head, "python", *search_cmd(out, space, 2)[1:], timeout=1200)
-        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-        assert "succeeded" in proc.stdout and "Best trial" in proc.stdout
-        assert len(tune_trials(out)) == 2
-        client, parent, children = mlflow_runs(out)
-        assert parent.info.status == "FINISHED" and len({c.data.tags["trial_id"] for c in children}) == 2
-        assert (out / "search" / "search-fastmri" / "report" / "ranking.txt").is_file()
-    finally:
-        head.stop()

@@ -379,26 +379,36 @@ def fit(req: FitRequest) -> FitResult:
 def fit_concurrently(
     requests: Mapping[str, FitRequest], max_in_flight: int | None = None
 ) -> Iterator[tuple[str, FitResult | Exception]]:
-    """Fit the requests, at most ``max_in_flight`` at once (None: all), each in a Ray task of
-    its own; the others queue here, in order, so that fits the cluster cannot hold together
-    never wait on each other's resources (:func:`i2m2_ray.placement.plan` sizes the bound).
-    Yields ``(key, result)`` in the order they finish, ``result`` being the exception when
-    that fit failed (the others go on). The tasks only wait on their trainers: they hold no
-    CPU, so they never starve the training workers or the data pipeline, and are never
-    retried (a failed fit is reported, not repeated)."""
-    import ray
+    """Fit the requests, at most ``max_in_flight`` at once (None: all), each in a thread of
+    this process; the others queue here, in order, so that fits the cluster cannot hold
+    together never wait on each other's resources (:func:`i2m2_ray.placement.plan` sizes the
+    bound). Yields ``(key, result)`` in the order they finish, ``result`` being the exception
+    when that fit failed (the others go on; a failed fit is reported, not repeated).
 
-    remote = ray.remote(num_cpus=0, max_retries=0)(fit)
-    queue = list(requests.items())
-    limit = len(queue) if max_in_flight is None else max(1, max_in_flight)
-    pending: dict[Any, str] = {}
-    while queue or pending:
-        while queue and len(pending) < limit:
-            key, req = queue.pop(0)
-            pending[remote.remote(req)] = key
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        key = pending.pop(ready[0])
+    A fit only waits on its trainer's controller, an actor of Ray's: a thread holds no CPU
+    of the cluster and costs no process of its own (a Ray task per fit cost each a Python
+    process importing torch and Ray Train, ~10 s of CPU on a 2-core machine). The threads
+    are daemons: an interrupted driver exits without waiting for them.
+    """
+    import queue
+    import threading
+
+    finished: queue.Queue[tuple[str, FitResult | Exception]] = queue.Queue()
+
+    def run(key: str, req: FitRequest) -> None:
         try:
-            yield key, ray.get(ready[0])
+            finished.put((key, fit(req)))
         except Exception as exc:
-            yield key, recurring_error(exc) or exc
+            finished.put((key, recurring_error(exc) or exc))
+
+    waiting = list(requests.items())
+    limit = len(waiting) if max_in_flight is None else max(1, max_in_flight)
+    running = 0
+    while waiting or running:
+        while waiting and running < limit:
+            key, req = waiting.pop(0)
+            threading.Thread(target=run, args=(key, req), name=f"fit-{key}", daemon=True).start()
+            running += 1
+        key, result = finished.get()
+        running -= 1
+        yield key, result

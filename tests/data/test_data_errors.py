@@ -151,9 +151,9 @@ def test_data_error_from_digs_through_ray_datas_user_code_exception(ray_local: N
 
 @pytest.mark.slow
 def test_a_readers_data_error_reaches_the_driver_through_a_ray_train_worker(ray_local: None, tmp_path: Path) -> None:
-    """The pipeline's path: a Ray Train worker iterates its shard, the trainer runs inside a
-    Ray task (fit_concurrently); what reaches the driver is a RayTaskError(WorkerGroupError)
-    whose text holds only a truncated snippet of the worker's traceback."""
+    """The pipeline's path: a Ray Train worker iterates its shard, the trainer is fitted from
+    the driver (fit_concurrently's threads); what reaches the driver is a training failure
+    (WorkerGroupError) whose text holds only a truncated snippet of the worker's traceback."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -165,17 +165,14 @@ def test_a_readers_data_error_reaches_the_driver_through_a_ray_train_worker(ray_
         for _ in ray.train.get_dataset_shard("train").iter_batches(batch_size=4):
             pass
 
-    @ray.remote(num_cpus=0, max_retries=0)
-    def fit() -> None:
-        TorchTrainer(
-            loop,
-            scaling_config=ScalingConfig(num_workers=1),
-            datasets={"train": ds},
-            run_config=RunConfig(storage_path=str(tmp_path), failure_config=FailureConfig(max_failures=0)),
-        ).fit()
-
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(num_workers=1),
+        datasets={"train": ds},
+        run_config=RunConfig(storage_path=str(tmp_path), failure_config=FailureConfig(max_failures=0)),
+    )
     with pytest.raises(Exception) as err:
-        ray.get(fit.remote())
+        trainer.fit()
     assert "Training failed due to worker errors" in str(err.value)
     assert str(data_error_from(err.value)) == MESSAGE
     # what the pipeline keeps when it joins the failures into one message
