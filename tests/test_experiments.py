@@ -121,6 +121,12 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "Test metrics per paradigm" in proc.stdout and f"MLflow:  open {server.uri}" in proc.stdout
+        # a console a person reads: Ray's and MLflow's chatter stays off (back with --verbose)
+        said = proc.stdout + proc.stderr
+        noise = ("Reporting training result", "execution finished", "Progress bars disabled", "RayDeprecationWarning")
+        noisy = [line for line in said.splitlines() if any(n in line for n in noise)]
+        assert not noisy, noisy
+        print(f"console: {len(said.splitlines())} lines")
         models = [*PARADIGMS[:3], "inter_extended", *PARADIGMS[3:]]
         summary = check_outputs(out, server.uri, models, robustness=True)
         # the control: the fitted inter expert trained on for the products' epochs

@@ -286,7 +286,7 @@ def test_trial_concurrency_follows_the_cluster() -> None:
         trial_concurrency(8, {"CPU": 64}, gpu, trials=40)
 
 
-def test_ranking_study_importance_and_history_plot(tmp_path: Path) -> None:
+def test_ranking_stored_study_importance_and_plots(tmp_path: Path) -> None:
     recipe = space_of(
         {
             "product.lr": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -302,13 +302,22 @@ def test_ranking_study_importance_and_history_plot(tmp_path: Path) -> None:
     assert [r.score for r in ranked] == sorted((r.score for r in rows), reverse=True)
     table = ranking_table(ranked, "val_auroc_mean", [])
     assert table.splitlines()[0].split()[:5] == ["rank", "trial", "status", "val_auroc_mean", "epochs"]
-    study = optuna_study(rows, recipe.space, "max")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna_study(rows[:5], recipe.space, "max", storage, "search-fastmri")  # before an interruption
+    study = optuna_study(rows, recipe.space, "max", storage, "search-fastmri")  # the resumed sweep's report
     assert len(study.trials) == 8
     assert sum(t.state.name == "PRUNED" for t in study.trials) == 3
+    # kept in the sqlite file, each trial once: what optuna-dashboard and optuna.load_study open
+    import optuna
+
+    stored = optuna.load_study(study_name="search-fastmri", storage=storage)
+    assert [t.user_attrs["trial_id"] for t in stored.trials] == [f"t{i:02d}" for i in range(8)]
+    assert stored.best_value == max(r.score for r in rows if r.status == "completed")
     importance, files = importance_artifacts(study, tmp_path, seed=0)
     assert set(importance) == {"product.lr", "product.weight_decay"}
     assert importance["product.lr"] > importance["product.weight_decay"]
-    assert files["optimization_history"].stat().st_size > 1000
+    for plot in ("optimization_history", "param_importances", "parallel_coordinate", "slice", "intermediate_values"):
+        assert files[plot].stat().st_size > 1000, plot
     assert "product.lr" in files["param_importance"].read_text()
 
 
@@ -488,6 +497,13 @@ def test_sweep_with_asha_stops_trials_and_records_every_run(sweep: Sweep) -> Non
             assert "test_auroc_mean" not in c.data.metrics and max(m.step for m in history) < 3
     search_arts = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
     assert {"search/param_importance.csv", "search/optimization_history.png", "search/ranking.txt"} <= search_arts
+    assert {"search/parallel_coordinate.png", "search/slice.png", "search/intermediate_values.png"} <= search_arts
+    # the Optuna study is stored beside the MLflow store, each trial once after the resume
+    import optuna
+
+    stored = optuna.load_study(study_name="search-fastmri", storage=f"sqlite:///{sweep.out / 'optuna.db'}")
+    assert sorted(t.user_attrs["trial_id"] for t in stored.trials) == sorted(final)
+    assert f"optuna-dashboard sqlite:///{sweep.out / 'optuna.db'}" in sweep.resumed.stdout
     assert client.list_artifacts(parent.info.run_id, "best_checkpoint")
     assert "best_objective" in parent.data.metrics
     assert parent.data.metrics["trials_stopped_early"] >= 1

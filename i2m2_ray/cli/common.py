@@ -102,6 +102,12 @@ def build_parser(
         help="start afresh in an --output-dir that holds an earlier run, discarding its results, "
         "checkpoints, plots and state (its MLflow runs stay)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's and MLflow's own log lines (Ray Train's reports, Ray Data's executions, "
+        "deprecation warnings); without it a run prints its stages, a line per model per epoch and the results",
+    )
     for flag in get_dataset(experiment).flags if dataset_flags else ():
         add_flag(p, flag, experiment)
     return p

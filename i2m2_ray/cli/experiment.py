@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from i2m2_ray import console
 from i2m2_ray.cli.common import build_parser, explicit_run_keys, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.outputs import mlflow_command, resolve_output_dir
 from i2m2_ray.cli.session import check_shared_storage, init_ray
@@ -44,6 +45,7 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
             "MLflow model in its run either way)",
         )
         args = parser.parse_args(argv)
+        console.set_verbose(args.verbose)
         if args.tracking_uri:  # this run's records go there too (read by default_tracking_uri)
             os.environ[TRACKING_ENV] = args.tracking_uri
         cfg = resolve_config(experiment, args)

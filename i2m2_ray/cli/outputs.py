@@ -93,6 +93,7 @@ def resolve_output_dir(
     path = Path(given).expanduser() if given is not None else Path("outputs") / experiment
     return (path if path.is_absolute() else base / path).resolve()
 
+
 def mlflow_command() -> str:
     """``mlflow`` beside this Python (the venv's), else the one on PATH."""
     beside = Path(sys.executable).parent / "mlflow"

@@ -89,9 +89,7 @@ def checkpoint_from_run(run: str, model: str, tracking_uri: str | None, download
     except Exception as exc:
         raise PredictError(f"--run {run}: no such run in {uri} ({type(exc).__name__})") from None
     if found.data.tags.get("stage") == "pipeline":
-        children = client.search_runs(
-            [found.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
-        )
+        children = client.search_runs([found.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
         named = [c for c in children if c.data.tags.get("paradigm") == model]
         if not named:
             have = sorted(c.data.tags.get("paradigm", "?") for c in children)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from i2m2_ray import console
 from i2m2_ray.cli.common import CONFIG_DIR, explicit_run_keys, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.common import build_parser as pipeline_parser
 from i2m2_ray.cli.outputs import mlflow_command, resolve_output_dir
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown experiment '{experiment}'; known: {dataset_names()}", file=sys.stderr)
         return 2
     args = build_parser(experiment).parse_args(argv)
+    console.set_verbose(args.verbose)
     if args.tracking_uri:  # the sweep's records go there (read by default_tracking_uri)
         os.environ[TRACKING_ENV] = args.tracking_uri
     name = args.name or f"search-{experiment}"
@@ -178,6 +180,8 @@ def print_result(opts: SweepOptions, result: SweepResult) -> None:
         print("\nThe sweep was interrupted; continue it with --resume (same --output-dir and --name).")
     hint = ui_hint(result.tracking_uri, f"{opts.experiment}-search", mlflow_command())
     print("\n" + "\n".join(hint or [f"MLflow:  {mask_credentials(result.tracking_uri)} did not answer"]))
+    # the Optuna study of the trials (pip install -e '.[dashboard]' brings optuna-dashboard)
+    print(f"Optuna:  optuna-dashboard {opts.optuna_storage}  (study '{opts.sweep_name}')")
     print(
         json.dumps({"parent_run_id": result.parent_run_id, "best_trial": result.best.trial_id if result.best else None})
     )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from i2m2_ray import console
 from i2m2_ray.config import ConfigError
 from i2m2_ray.data.base import DataError
 from i2m2_ray.files import StateFileError, atomic_savez, atomic_write_json, read_json
@@ -98,6 +99,7 @@ class FitRequest:
             test_sets=sorted(k for k in prepared.datasets if k.startswith("test_")),
             assess_test_sets=assess_test_sets,
             train_size=prepared.sizes.get("train", 0),
+            verbose=console.verbose(),
         )
         return cls(
             loop=loop,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from i2m2_ray import console
 from i2m2_ray.config import ExperimentConfig, TrainConfig, config_from_dict
 from i2m2_ray.evaluation.scoring import assess_predictions, settings_of
 from i2m2_ray.models.build import build_model, load_components
@@ -71,6 +72,7 @@ class LoopConfig:
     # predictions are (a pipeline's stage 3 for them; a sweep's trials leave it out)
     assess_test_sets: bool = False
     train_size: int = 0  # samples in the training split (sets the length of a learning-rate schedule)
+    verbose: bool = False  # --verbose: Ray's own log lines in this worker too (i2m2_ray.console)
 
 
 def say(message: str) -> None:
@@ -301,8 +303,10 @@ def run_epochs(run: WorkerRun) -> None:
             local_shuffle_seed=run.cfg.run.seed * 100_003 + epoch * 101 + run.rank,
             **fetch,
         )
+        # rank 0 writes a line a minute within a long epoch
+        feed = console.every_minute(batches, f"[{lc.name}] epoch {epoch + 1}/{t.epochs}") if run.rank == 0 else batches
         seen, total = train_epoch(
-            run.model, batches, lc.spec, run.optimizer, run.params, run.class_weights, run.settings, run.scheduler
+            run.model, feed, lc.spec, run.optimizer, run.params, run.class_weights, run.settings, run.scheduler
         )
         train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         metrics: dict[str, float] = {}
@@ -383,6 +387,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray
     import ray.train
 
+    console.quiet(not config["loop"].verbose)
     run = setup(config["loop"])
     run_epochs(run)
     nodes = _gather(ray.get_runtime_context().get_node_id())

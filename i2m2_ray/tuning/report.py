@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -138,15 +139,26 @@ def ranking_csv(rows: Sequence[TrialRow], columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def optuna_study(rows: Sequence[TrialRow], space: SearchSpace, mode: str) -> optuna.Study:
+def optuna_study(
+    rows: Sequence[TrialRow], space: SearchSpace, mode: str, storage: str | None = None, name: str | None = None
+) -> optuna.Study:
     """An Optuna study holding the sweep's trials (in the order they were created):
     completed trials with their objective, early-stopped ones as pruned (with their
-    per-epoch values), failed ones as failed."""
+    per-epoch values), failed ones as failed.
+
+    ``storage`` (an Optuna storage URL, e.g. ``sqlite:///out/optuna.db``) keeps it under
+    ``name``: a study of that name written before (by the same sweep before it was
+    interrupted) is replaced, so the stored study always holds each trial once."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    if storage is not None:
+        try:
+            optuna.delete_study(study_name=str(name), storage=storage)
+        except KeyError:
+            pass  # the first report of this sweep
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", storage=storage, study_name=name)
     for r in sorted(rows, key=lambda r: (r.order, r.trial_id)):
         if r.status == "unfinished" or not r.raw:
             continue
@@ -174,21 +186,23 @@ def optuna_study(rows: Sequence[TrialRow], space: SearchSpace, mode: str) -> opt
 def importance_artifacts(
     study: optuna.Study, folder: Path, seed: int, objective: str = "objective"
 ) -> tuple[dict[str, float], dict[str, Path]]:
-    """Parameter importances (fANOVA over the completed trials, as a CSV table) and the
-    optimisation-history plot (PNG)."""
+    """Parameter importances (fANOVA over the completed trials, as a CSV table) and Optuna's
+    plots of the study (PNG): optimisation history, parameter importances, parallel
+    coordinates, slices and the intermediate (per-epoch) values. A plot the study cannot
+    give (too few completed trials, one parameter) is left out with a warning."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
-    from optuna.visualization.matplotlib import plot_optimization_history
+    from optuna.visualization import matplotlib as views
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     importance: dict[str, float] = {}
     table = folder / "param_importance.csv"
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
         importance = dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
         lines = ["parameter,importance", *[f"{k},{v:.6f}" for k, v in importance.items()]]
     except (ValueError, RuntimeError) as exc:
@@ -196,19 +210,29 @@ def importance_artifacts(
         lines = ["parameter,importance", f"# not computed: {exc}"]
     atomic_write_text(table, "\n".join(lines) + "\n")
     out["param_importance"] = table
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
-            ax = plot_optimization_history(study, target_name=objective)
-        path = folder / "optimization_history.png"
-        with atomic_path(path) as tmp:
-            cast(Any, ax).figure.savefig(tmp, dpi=120, bbox_inches="tight")
-        plt.close("all")
-        out["optimization_history"] = path
-    except (ValueError, RuntimeError) as exc:
-        log.warning("optimisation history not plotted: %s", exc)
+    plots: dict[str, Any] = {
+        "optimization_history": lambda: views.plot_optimization_history(study, target_name=objective),
+        "param_importances": lambda: views.plot_param_importances(study, evaluator=evaluator, target_name=objective),
+        "parallel_coordinate": lambda: views.plot_parallel_coordinate(study, target_name=objective),
+        "slice": lambda: views.plot_slice(study, target_name=objective),
+        "intermediate_values": lambda: views.plot_intermediate_values(study),
+    }
+    for name, plot in plots.items():
+        if name == "param_importances" and not importance:
+            continue  # fANOVA could not run (above)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
+                drawn = plot()
+            figure = (drawn.flat[0] if hasattr(drawn, "flat") else drawn).figure  # slice: an array of axes
+            path = folder / f"{name}.png"
+            with atomic_path(path) as tmp:
+                figure.savefig(tmp, dpi=120, bbox_inches="tight")
+            out[name] = path
+        except (ValueError, RuntimeError) as exc:
+            log.warning("%s not plotted: %s", name, exc)
+        finally:
+            plt.close("all")
     return importance, out
 
 
@@ -231,9 +255,11 @@ def write_report(
     experiment: str,
     sweep_name: str,
     mode: str,
+    optuna_storage: str | None = None,
 ) -> Report:
-    """Ranking (text and CSV), Optuna importances and plot, the best trial's config and
-    checkpoint, all in ``folder``."""
+    """Ranking (text and CSV), Optuna importances and plots, the best trial's config and
+    checkpoint, all in ``folder``; the Optuna study kept in ``optuna_storage`` under the
+    sweep's name (None: in memory only)."""
     folder.mkdir(parents=True, exist_ok=True)
     monitor, seed = recipe.base["train"]["monitor"], int(recipe.base["run"]["seed"])
     best = next((r for r in rows if r.status == "completed" and not math.isnan(r.score)), None)
@@ -246,7 +272,7 @@ def write_report(
     atomic_write_text(folder / "ranking.csv", ranking_csv(rows, columns))
     artifacts["ranking_csv"] = folder / "ranking.csv"
 
-    study = optuna_study(rows, recipe.space, mode)
+    study = optuna_study(rows, recipe.space, mode, optuna_storage, sweep_name)
     importance, plots = importance_artifacts(study, folder, seed, f"val_{monitor}")
     artifacts.update(plots)
 

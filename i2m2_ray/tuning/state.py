@@ -74,6 +74,12 @@ class SweepOptions:
     def state_path(self) -> Path:
         return self.sweep_dir / "sweep.json"
 
+    @property
+    def optuna_storage(self) -> str:
+        """The Optuna studies of the output directory's sweeps (one per sweep name), an sqlite
+        file beside the MLflow store: ``optuna-dashboard <this>``, ``optuna.load_study``."""
+        return f"sqlite:///{(self.output_dir / 'optuna.db').resolve()}"
+
 
 def read_state(path: Path) -> dict[str, Any]:
     """A sweep's ``sweep.json``; a missing or damaged one is named."""

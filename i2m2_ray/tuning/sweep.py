@@ -383,7 +383,13 @@ def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
         recurring_failure(rows)
         interrupted = any(r.status == "unfinished" for r in rows)
         report = write_report(
-            rows, recipe, opts.sweep_dir / "report", experiment=opts.experiment, sweep_name=opts.sweep_name, mode=mode
+            rows,
+            recipe,
+            opts.sweep_dir / "report",
+            experiment=opts.experiment,
+            sweep_name=opts.sweep_name,
+            mode=mode,
+            optuna_storage=opts.optuna_storage,
         )
         log_report(report, rows, uri, exp_id, parent, opts.search.path)
         status = "KILLED" if interrupted else "FINISHED"
