@@ -208,6 +208,7 @@ def assess_models(
     from pathlib import Path
 
     from i2m2_ray.evaluation import interval_bars, reliability_diagram, robustness_figure
+    from i2m2_ray.evaluation.figures import binary_view, confusion_figure, curves_figure
 
     folder = Path(plots)
     entries: dict[str, dict[str, float]] = {}
@@ -242,4 +243,19 @@ def assess_models(
     if bars:
         title = f"{dataset}: test {main}, 95% bootstrap interval"
         figures[""].append(interval_bars(bars, main, title, folder / f"comparison_{main}.png"))
+    # every model on one figure per label: ROC and precision-recall; confusion matrices of
+    # the multi-class labels
+    heads = sorted({h for labels, _ in predictions.values() for h in labels})
+    for head in heads:
+        have = {n: (labels[head], probs[head]) for n, (labels, probs) in predictions.items() if head in labels}
+        views = {n: binary_view(y, p) for n, (y, p) in have.items()}
+        kind = "" if all(np.asarray(p).shape[1] == 2 for _, p in have.values()) else ", one-vs-rest pooled"
+        fig = curves_figure(views, f"{dataset} '{head}': test curves{kind}", folder / f"curves_{head}.png")
+        if fig is not None:
+            figures[""].append(fig)
+        single = all(np.asarray(y).ndim == 1 for y, _ in have.values())  # one class per sample
+        shapes = {np.asarray(p).shape[1] for _, p in have.values()}
+        if single and len(shapes) == 1 and (classes := shapes.pop()) > 2:
+            title = f"{dataset} '{head}': test confusion (rows: true class)"
+            figures[""].append(confusion_figure(have, classes, title, folder / f"confusion_{head}.png"))
     return Assessment(entries, {n: dict(r) for n, r in reports.items()}, figures)

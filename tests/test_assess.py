@@ -108,7 +108,35 @@ def test_stage_three_gives_entries_and_figures_for_every_model(tmp_path: Path) -
     assert found.entries["i2m2"]["robustness.a.relative_acc"] == pytest.approx(0.9)
     assert found.entries["i2m2"]["accuracy_ci_low"] < found.entries["i2m2"]["accuracy_ci_high"]
     names = sorted(f.name for fs in found.figures.values() for f in fs)
-    assert names == ["comparison_acc.png", "reliability_i2m2.png", "reliability_inter.png", "robustness_a.png"]
+    assert names == [
+        "comparison_acc.png", "curves_h.png", "reliability_i2m2.png", "reliability_inter.png", "robustness_a.png",
+    ]  # fmt: skip
     for fs in found.figures.values():
         for f in fs:
             assert Image.open(f).size[0] > 100
+
+
+def test_every_model_on_one_roc_and_pr_figure_per_label_and_confusion_of_multi_class_labels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from i2m2_ray.evaluation.figures import binary_view
+
+    rng = np.random.default_rng(1)
+    digit = rng.integers(0, 4, 200)
+    right = np.eye(4)[digit] * 0.7 + 0.075  # puts 0.775 on the true class
+    flat = np.full((200, 4), 0.25)
+    predictions = {
+        "inter": ({"digit": digit}, {"digit": flat}),
+        "i2m2": ({"digit": digit}, {"digit": right}),
+    }
+    found = assess_models(predictions, {}, {}, AssessSettings(bootstrap=20), ["accuracy"], tmp_path, "toy")
+    names = sorted(f.name for f in found.figures[""])
+    assert names == ["confusion_digit.png", "curves_digit.png"]
+    assert all(Image.open(f).size[0] > 300 for f in found.figures[""])
+    # one-vs-rest pooled: a positive per sample among 4 columns; the sure model ranks them all first
+    y, score = binary_view(digit, right)
+    assert y.sum() == 200 and len(y) == 800
+    assert np.allclose(score[y == 1], 0.775) and np.allclose(score[y == 0], 0.075)
+    # multi-label soft scores: positive where the score is above 0
+    y, _ = binary_view(np.array([[0.0, 0.3], [1.0, 0.0]]), np.array([[0.2, 0.8], [0.9, 0.1]]))
+    assert y.tolist() == [0, 1, 1, 0]

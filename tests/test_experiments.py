@@ -86,6 +86,7 @@ def check_outputs(
         assert not robustness or "test_missing.phase.auroc_mean" in child.data.metrics
     parent_plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/comparison_auroc_mean.png" in parent_plots
+    assert any(p.startswith("plots/curves_") for p in parent_plots), parent_plots  # ROC and PR per label
     assert not robustness or "plots/robustness_magnitude.png" in parent_plots
     assert "i2m2.auroc_mean_ci_low" in parent.data.metrics
     return summary

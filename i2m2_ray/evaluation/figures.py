@@ -127,3 +127,79 @@ def interval_bars(values: Mapping[str, tuple[float, float, float]], metric: str,
     ax.set_ylabel(metric)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def binary_view(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One head's test predictions as one binary problem: ``(y, score)``. Binary heads: the
+    positive class's probability. Multi-class heads: one-vs-rest over every class, pooled
+    (micro average). Multi-label soft scores (``labels`` 2-D): an answer is positive where its
+    score is above 0, pooled over answers."""
+    y, p = np.asarray(labels), np.asarray(probs)
+    if y.ndim == 2:
+        return (y > 0).ravel().astype(int), p.ravel()
+    if p.shape[1] == 2:
+        return y.astype(int), p[:, 1]
+    return (y[:, None] == np.arange(p.shape[1])[None]).ravel().astype(int), p.ravel()
+
+
+def curves_figure(views: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, path: str | Path) -> Path | None:
+    """ROC (left) and precision-recall (right) curves of every model on one label, a line per
+    model with its AUROC / average precision in the legend; the PR panel's dashed line is the
+    share of positives (a model that guesses). None when no model's labels hold both classes.
+
+    Args:
+        views: model -> ``(y, score)`` of the label (:func:`binary_view`).
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    usable = {n: (y, s) for n, (y, s) in views.items() if len(np.unique(y)) == 2}
+    if not usable:
+        return None
+    plt = _pyplot()
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.6))
+    for name, (y, score) in usable.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        roc.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, score):.3f})")
+        precision, recall, _ = precision_recall_curve(y, score)
+        pr.plot(recall, precision, label=f"{name} ({average_precision_score(y, score):.3f})")
+    roc.plot([0, 1], [0, 1], "k--", lw=0.8)
+    base = float(np.mean(next(iter(usable.values()))[0]))
+    pr.axhline(base, color="k", ls="--", lw=0.8)
+    limits = {"xlim": (0, 1), "ylim": (0, 1.02)}
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUROC)", **limits)
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall (average precision)", **limits)
+    roc.legend(loc="lower right", fontsize=8)
+    pr.legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_figure(
+    predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: int, title: str, path: str | Path
+) -> Path:
+    """Confusion matrices of a multi-class label, one panel per model: each row (true class)
+    normalised to sum to 1, the count of each cell written in it.
+
+    Args:
+        predictions: model -> ``(labels (N,), probabilities (N, classes))``.
+        classes: the number of classes.
+    """
+    plt = _pyplot()
+    names = list(predictions)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        y, p = (np.asarray(a) for a in predictions[name])
+        counts = np.zeros((classes, classes), dtype=np.int64)
+        np.add.at(counts, (y.astype(int), p.argmax(axis=1)), 1)
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        if classes <= 12:
+            for (i, j), n in np.ndenumerate(counts):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="w" if rates[i, j] > 0.5 else "k")
+        accuracy = np.trace(counts) / max(counts.sum(), 1)
+        ax.set(title=f"{name} (accuracy {accuracy:.3f})", xlabel="predicted", ylabel="true")
+        ax.set_xticks(range(classes))
+        ax.set_yticks(range(classes))
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
