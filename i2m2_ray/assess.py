@@ -44,16 +44,17 @@ def robustness_reports(
     import ray
     import ray.data
 
+    from i2m2_ray import console
+
     gpu = 1 if cfg.run.use_gpu else 0
     threads = max(1, int(cfg.run.cpus_per_worker))
+    quiet = not console.verbose()
 
     def assess(checkpoint: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
-        import logging
-
         import torch
 
         torch.set_num_threads(threads)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # a line per pass is noise here
+        console.quiet(quiet)  # Ray Data's lines per pass are noise here (unless --verbose)
         ray.data.DataContext.get_current().enable_progress_bars = False
         return assess_model(checkpoint, datasets, prepared.info, settings, cfg.train.batch_size)
 

@@ -308,6 +308,7 @@ def frame_inputs(frame: pd.DataFrame, runner: ModelRunner) -> dict[str, np.ndarr
 
 def _python_model_class() -> type:
     import mlflow.pyfunc
+    import pandas as pd
 
     class I2M2Model(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
         """A trained model and its preprocessing state, as an MLflow pyfunc: ``predict`` takes
@@ -321,14 +322,15 @@ def _python_model_class() -> type:
             self.runners: dict[tuple[str, ...], ModelRunner] = {}
 
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # (no type hints: MLflow would read them as the input schema; the signature says it)
-            import pandas as pd
-
             modalities = tuple(m for m in self.ckpt["spec"]["modalities"] if m in model_input.columns)
             if modalities not in self.runners:
                 self.runners[modalities] = ModelRunner(self.ckpt, modalities, device="cpu")
             runner = self.runners[modalities]
             return pd.DataFrame(runner.columns(runner.probabilities(frame_inputs(model_input, runner))))
+
+        # a pandas frame in: MLflow infers no schema from this hint (the logged signature says
+        # the columns) and stops asking for one
+        predict.__annotations__["model_input"] = pd.DataFrame
 
     return I2M2Model
 

@@ -127,6 +127,9 @@ def start_local_ray(num_cpus: int, attempts: int = 3) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # Ray waits 60 s for the dashboard by default; a busy machine can need longer
     os.environ.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "240")
+    # no cloud can preempt a node of this machine: Ray Train's preemption watcher would only
+    # cost an actor process per fit (and an error line about its arguments in the object store)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     for attempt in range(1, attempts + 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
