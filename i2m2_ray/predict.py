@@ -95,7 +95,8 @@ def prediction_state_of(ckpt: Mapping[str, Any], where: str | Path) -> dict[str,
     if not isinstance(state, Mapping):
         raise CheckpointError(
             f"{where}: no prediction state (key '{PREDICT_KEY}': {', '.join(STATE_KEYS)}); the checkpoint was "
-            "written before models carried it, or by a sweep: train the model again with the pipeline"
+            "written before models carried it (or is a sweep's best whose trial sampled data.* settings): train "
+            "the model again with the pipeline"
         )
     missing = [k for k in STATE_KEYS if k not in state]
     if missing:

@@ -505,6 +505,12 @@ def test_sweep_with_asha_stops_trials_and_records_every_run(sweep: Sweep) -> Non
     assert sorted(t.user_attrs["trial_id"] for t in stored.trials) == sorted(final)
     assert f"optuna-dashboard sqlite:///{sweep.out / 'optuna.db'}" in sweep.resumed.stdout
     assert client.list_artifacts(parent.info.run_id, "best_checkpoint")
+    # the best checkpoint predicts as a pipeline's models do: it carries the prediction state
+    from i2m2_ray.predict import prediction_state_of
+    from i2m2_ray.training.checkpoint import load_checkpoint
+
+    best = sweep.out / "search" / "search-fastmri" / "report" / "best_checkpoint" / "model.pt"
+    assert prediction_state_of(load_checkpoint(best), best)["dataset"] == "fastmri"
     assert "best_objective" in parent.data.metrics
     assert parent.data.metrics["trials_stopped_early"] >= 1
 

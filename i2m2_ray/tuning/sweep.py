@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from i2m2_ray import tracking
@@ -20,7 +21,7 @@ from i2m2_ray.data.base import DataError
 from i2m2_ray.files import atomic_write_json, fingerprint_mismatch
 from i2m2_ray.placement import Cluster, ask_of, plan
 from i2m2_ray.spec import component_paradigm
-from i2m2_ray.tuning.report import SweepResult, TrialRow, log_report, trial_rows, write_report
+from i2m2_ray.tuning.report import Report, SweepResult, TrialRow, log_report, trial_rows, write_report
 from i2m2_ray.tuning.space import SearchSpace, TrialRecipe, check_space
 from i2m2_ray.tuning.state import (
     SweepOptions,
@@ -298,6 +299,29 @@ def _tuner(
     )
 
 
+def complete_best_checkpoint(report: Report, prepared: PreparedData, base: ExperimentConfig) -> None:
+    """Make the best trial's checkpoint (``report/best_checkpoint/model.pt``) enough to predict
+    with, as a pipeline's models are (:func:`i2m2_ray.predict.prediction_state`: preprocessing
+    state, input facts, class names, training-split input means). A best trial whose data
+    settings differ from the sweep's (it sampled ``data.*`` keys) read other inputs than
+    ``prepared`` describes: its checkpoint is left without, and a line says how to get one."""
+    path = report.artifacts.get("best_checkpoint")
+    if path is None or report.best_plan is None:
+        return
+    if report.best_plan.config.to_dict()["data"] != base.to_dict()["data"]:
+        print(
+            "note: the best trial read its data with its own data.* settings: its checkpoint carries no prediction "
+            "state; to predict, train its best_config.yaml with the pipeline",
+            flush=True,
+        )
+        return
+    from i2m2_ray.predict import add_prediction_state, prediction_state, training_input_stats
+    from i2m2_ray.training.checkpoint import MODEL_FILE
+
+    stats = training_input_stats(prepared, base.evaluation.stats_samples, base.train.batch_size)
+    add_prediction_state(Path(path) / MODEL_FILE, prediction_state(base.experiment, prepared, stats))
+
+
 def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
     """Run (or resume) a sweep on the connected Ray cluster and record it in MLflow.
 
@@ -391,6 +415,7 @@ def run_sweep(opts: SweepOptions, prepared: PreparedData) -> SweepResult:
             mode=mode,
             optuna_storage=opts.optuna_storage,
         )
+        complete_best_checkpoint(report, prepared, opts.base)
         log_report(report, rows, uri, exp_id, parent, opts.search.path)
         status = "KILLED" if interrupted else "FINISHED"
         return SweepResult(
