@@ -132,13 +132,26 @@ def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> None:
+    """On real files at their real size (fastMRI volumes of 640 rows, ~368 columns, zero-filled
+    to 400 and cropped to 320, as configs/fastmri.yaml says; ``--smoke-test`` with ``--data-dir``
+    runs every stage tiny, configs/smoke/fastmri_real.yaml): the driver dies once the first
+    models have finished, ``--resume`` reuses them while the tracking server is down, then the
+    saved results are uploaded."""
+    from i2m2_ray.data.fastmri_sample import write_sample
+
+    # 8 volumes of the real size, 3 slices each (the real ones hold ~35): the smoke settings
+    # take the first 6 usable ones, so a 7th and 8th are there to be left out
+    data_dir, ann_dir = write_sample(
+        tmp_path / "real", volumes=8, slices=3, height=640, width=368, pad_width=400, crop=320, seed=0
+    )
+    data = ["--data-dir", str(data_dir), "--annotations", str(ann_dir)]
     out = tmp_path / "out"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": dead}
     env.pop("RAY_ADDRESS", None)
     # 1. the driver dies once the first models have finished
-    proc = run_script(out, env)
-    deadline = time.time() + 600
+    proc = run_script(out, env, *data)
+    deadline = time.time() + 900
     while time.time() < deadline and not list((out / "results").glob("*.json")):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.5)
@@ -147,20 +160,31 @@ def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> No
     kill_group(proc)
     # 2. --resume: finished models are reused, the rest trained; tracking failure is reported
     done = subprocess.run(
-        [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--resume"],
+        [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), "--resume", *data],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    log = done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, log
     for name in finished_before:
         assert f"{name}: finished earlier, reusing" in done.stdout
     assert "MLflow tracking failed" in done.stdout and "upload" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == PARADIGMS
     assert all((out / "checkpoints" / f"{n}.pt").is_file() for n in PARADIGMS)
+    assert all("auroc_mean" in m and m["wall_seconds"] > 0 for m in summary.values())
+    # the real sizes are kept: k-space zero-filled to 400, 320 x 320 crops, 6 volumes of 8
+    assert "'inputs': {'magnitude': [1, 320, 320], 'phase': [1, 320, 320]}" in done.stdout, log
+    assert "'volumes': 6" in done.stdout and "'train_volumes': 4" in done.stdout, log
+    from i2m2_ray.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(out / "checkpoints" / "i2m2.pt", paradigm="i2m2")
+    settings = ckpt["config"]["data"]
+    assert (settings["crop_size"], settings["pad_width"], settings["max_volumes"]) == (320, 400, 6)
+    assert ckpt["config"]["run"]["use_gpu"] is False and ckpt["config"]["model"]["width"] == 4
     # 3. the server is back: upload the saved results
     server = MlflowServer(tmp_path / "mlflow")
     try:
