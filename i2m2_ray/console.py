@@ -5,7 +5,8 @@ Ray's and MLflow's own chatter is off in every process of a run unless ``--verbo
 (which sets :data:`VERBOSE_ENV` in the driver and :attr:`LoopConfig.verbose` for the
 training workers): Ray Train's dump of every report, Ray Data's "execution finished" and
 "progress bars disabled" lines, Ray's deprecation warnings, and MLflow's notes while it
-logs a model (its pickling warning, input validation and download progress bars). Errors
+logs a model (its pickling warning, input validation and download progress bars; its request
+for type hints is met by the pyfunc's, in :mod:`i2m2_ray.predict`). Errors
 and warnings that say something went wrong stay.
 """
 
@@ -75,8 +76,6 @@ def quiet(on: bool | None = None) -> None:
         warnings.filterwarnings("ignore", category=RayDeprecationWarning)
     except ImportError:
         pass
-    # MLflow asks for type hints on a pyfunc's predict (its signature comes from the input example)
-    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -18,16 +18,11 @@ def roc_figure(labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    from i2m2_ray.evaluation.figures import binary_view
+
     fig, ax = plt.subplots(figsize=(5, 5))
     for head in sorted(labels):
-        y, p = np.asarray(labels[head]), np.asarray(probs[head])
-        if y.ndim == 2:  # multi-label soft scores: an answer is positive where its score is > 0
-            yt, score = (y > 0).ravel().astype(int), p.ravel()
-        elif p.shape[1] == 2:
-            yt, score = y, p[:, 1]
-        else:
-            yt = (y[:, None] == np.arange(p.shape[1])[None]).ravel().astype(int)
-            score = p.ravel()
+        yt, score = binary_view(labels[head], probs[head])
         if len(np.unique(yt)) < 2:
             continue
         fpr, tpr, _ = roc_curve(yt, score)
