@@ -15,7 +15,11 @@ Chromium (window 1600x1000), driven over the DevTools protocol on a pipe:
   lists its child runs;
 - ``compare-runs.png``: the comparison of the children
   (``#/compare-runs?runs=[...]&experiments=[...]``, what the runs table's *Compare* opens),
-  its plots and parameters folded and its metrics table scrolled to ``--focus-metric``.
+  its plots and parameters folded and its metrics table scrolled to ``--focus-metric``;
+- ``comparison-view.png``, where the experiment holds the saved view the pipelines write
+  (tag ``mlflow.sharedViewState.i2m2-paradigms``): the address the scripts print, that view
+  in chart mode (``viewStateShareKey=i2m2-paradigms&compareRunsMode=CHART``): the latest
+  run's children grouped by paradigm, a bar chart per main test metric.
 
 Every address carries ``workflowType=machine_learning``, the UI's switch to its "Model
 training" side. The assistant panel, open on a fresh profile, is closed before each
@@ -27,7 +31,7 @@ the UI shows there. MLflow 3.17 picks an experiment's first tab from its GenAI /
 training switch (the address's ``workflowType``, else the choice the browser remembers, else
 GenAI), so a fresh browser lands on the GenAI overview; the experiment tag
 ``mlflow.experimentKind`` = ``custom_model_development``, which the UI reads where that switch
-is off, does not change it in 3.17 (checked).
+is off, does not change it in 3.17 (checked); the printed address names the side.
 
 Exit status 0 when every page shows every text, 1 otherwise, 2 when a step fails. The
 server and Chromium are stopped at the end, also on an error, Ctrl-C or SIGTERM; every wait
@@ -64,6 +68,10 @@ WINDOW = (1600, 1000)
 DEFAULT_DEST = Path(__file__).resolve().parent / "screenshots"
 PARENT_TAG = "mlflow.parentRunId"
 RUNS_TABLE_TEXT = "Run Name"  # the runs table's first column header
+# the saved view the pipelines write (i2m2_ray.tracking.COMPARISON_VIEW; this script runs
+# without the package): the latest run's models compared on the main test metrics
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+COMPARISON_VIEW = "i2m2-paradigms"
 # what Chromium needs headless on a machine without a screen or network (see the machine notes)
 CHROMIUM_FLAGS = (
     "--headless",
@@ -194,6 +202,7 @@ class Target:
     experiment_id: str
     parent: Run
     children: list[Run]
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)  # saved views: key -> state
 
     @property
     def metrics(self) -> set[str]:
@@ -246,7 +255,21 @@ def find_target(base: str, experiment: str, parent: str | None = None) -> Target
         raise ScreenshotError(f"experiment {experiment!r} (id {exp_id}, {len(runs)} runs) has no {what}")
     top = candidates[0]  # runs are sorted newest first
     kids = sorted(children.get(top.run_id, []), key=lambda r: r.start_time)
-    return Target(exp_id, top, kids)
+    return Target(exp_id, top, kids, saved_views(exp.get("tags", [])))
+
+
+def saved_views(tags: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """The experiment's saved views of the UI (tags ``mlflow.sharedViewState.<key>``, each an
+    envelope whose ``state`` is the view's JSON); an unreadable one is left out."""
+    views: dict[str, dict[str, Any]] = {}
+    for tag in tags:
+        key = tag.get("key", "")
+        if key.startswith(VIEW_TAG_PREFIX):
+            try:
+                views[key.removeprefix(VIEW_TAG_PREFIX)] = json.loads(json.loads(tag["value"])["state"])
+            except (KeyError, TypeError, ValueError):
+                continue
+    return views
 
 
 # --------------------------------------------------------------------------- Chromium
@@ -574,6 +597,15 @@ def shoot(
         ),
         "compare-runs": Page("compare-runs", f"{base}/#/compare-runs?{compare}&{ML_VIEW}", kids),
     }
+    view = target.views.get(COMPARISON_VIEW)
+    if view is not None:  # the address the scripts print: the saved view, in chart mode
+        section = view["compareRunSections"][0]["name"]
+        charts = [c["metricKey"] for c in view["compareRunCharts"]]
+        pages["comparison-view"] = Page(
+            "comparison-view",
+            f"{base}/#/experiments/{exp}/runs?{ML_VIEW}&viewStateShareKey={COMPARISON_VIEW}&compareRunsMode=CHART",
+            [section, *kids, *charts[:1]],
+        )
     browser = Chromium(chromium, workdir / "profile", timeout)
     try:
         # what the experiment's plain address shows (MLflow 3.17 in a fresh browser: the GenAI

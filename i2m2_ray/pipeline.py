@@ -216,6 +216,8 @@ class Pipeline:
         if parent is not None:
             self.state["parent_run_id"] = parent
             self._save_state()
+            # the experiment's saved view: this run's models side by side on the main metrics
+            self.tracker.call(tracking.save_comparison_view, exp_id, parent, cfg.report.metrics)
             # the resolved config, whole: what --from-run (or --config) runs again
             self.tracker.call(tracking.log_artifact, parent, self.out / tracking.CONFIG_ARTIFACT)
         return exp_id, parent
@@ -574,6 +576,7 @@ def upload(output_dir: str | Path, tracking_uri: str | None = None) -> str:
             # the MLflow model too, with the training means as its input example
             log_pyfunc_model(uri, run, res.checkpoint)
         tracking.end_run(uri, run, "FINISHED")
+    tracking.save_comparison_view(uri, exp_id, parent, cfg["report"]["metrics"])
     for kept in ("summary.json", tracking.CONFIG_ARTIFACT):
         if (out / kept).is_file():
             tracking.log_artifact(uri, parent, out / kept)

@@ -60,6 +60,8 @@ def build_store(root: Path) -> str:
         )
         tracking.end_run(uri, child)
     tracking.end_run(uri, parent)
+    # what a pipeline writes when it starts: the experiment's saved view of this run's models
+    tracking.save_comparison_view(uri, exp, parent, ["auroc_mean", "balanced_accuracy_mean"])
     return uri
 
 
@@ -90,7 +92,7 @@ def test_screenshots_show_the_runs_and_the_five_paradigms(tmp_path: Path) -> Non
 
     assert result.target.parent.name == PARENT
     assert [r.name for r in result.target.children] == list(PARADIGMS)
-    assert set(result.pages) == {"experiment-runs", "parent-run", "compare-runs"}
+    assert set(result.pages) == {"experiment-runs", "parent-run", "compare-runs", "comparison-view"}
     for page in result.pages.values():
         assert page.png == dest / f"{page.name}.png"
         assert png_size(page.png) == shots.WINDOW, page.name
@@ -110,6 +112,15 @@ def test_screenshots_show_the_runs_and_the_five_paradigms(tmp_path: Path) -> Non
     compare = result.pages["compare-runs"].text
     for text in ("Comparing 5 Runs", *PARADIGMS, "test_auroc_mean"):
         assert text in compare, f"the comparison lacks {text!r}:\n{compare[:2000]}"
+    # the address the scripts print: the saved view, a group and a bar per paradigm on the
+    # main test metrics, in their own chart section
+    view = result.pages["comparison-view"].text
+    for text in ("Paradigm comparison (latest run)", "Paradigm comparison: test metrics", "Group by: paradigm"):
+        assert text in view, f"the saved view lacks {text!r}:\n{view[:2000]}"
+    for text in (*PARADIGMS, "test_auroc_mean", "test_balanced_accuracy_mean"):
+        assert text in view, f"the saved view lacks {text!r}:\n{view[:2000]}"
+    section = view.index("Paradigm comparison: test metrics")
+    assert view.index("test_auroc_mean", section) < view.index("Model metrics"), "the main metrics' charts come first"
     assert result.ok
 
     # the server the script started is gone

@@ -208,3 +208,42 @@ def test_experiments_are_model_training_and_the_hint_opens_their_runs_table(tmp_
     assert tracking.runs_page("http://me:***@host:5000/", "7") == (
         "http://me:***@host:5000/#/experiments/7/runs?workflowType=machine_learning"
     )
+
+
+def test_the_comparison_view_names_the_runs_children_and_the_hint_opens_it(tmp_path: Path) -> None:
+    """A pipeline saves the experiment's view "Paradigm comparison (latest run)" (MLflow 3's
+    saved-view tag); its search filter finds exactly the run's children, charts the report's
+    metrics, and the closing hint opens the runs page in that view."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    exp = tracking.get_experiment_id(uri, "fastmri", tmp_path / "art")
+    parents = [tracking.start_run(uri, exp, f"fastmri-seed{s}", {"stage": "pipeline"}, {}) for s in (0, 1)]
+    kids = {
+        p: [tracking.start_run(uri, exp, n, {"paradigm": n}, {}, parent_run_id=p) for n in ("inter", "i2m2")]
+        for p in parents
+    }
+    for p in parents:
+        assert tracking.save_comparison_view(uri, exp, p, ["auroc_mean", "auroc_acl"]) == tracking.COMPARISON_VIEW
+
+    tags = MlflowClient(uri).get_experiment(exp).tags
+    views = [k for k in tags if k.startswith(tracking.VIEW_TAG_PREFIX)]
+    assert views == [tracking.VIEW_TAG_PREFIX + tracking.COMPARISON_VIEW]  # one view, the latest run's
+    envelope = json.loads(tags[views[0]])
+    assert envelope["name"] == "Paradigm comparison (latest run)"
+    assert isinstance(envelope["createdAt"], int) and envelope["updatedAt"] >= envelope["createdAt"]
+    state = json.loads(envelope["state"])
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["test_auroc_mean", "test_auroc_acl"]
+    assert {c["type"] for c in state["compareRunCharts"]} == {"BAR"}
+    assert {c["metricSectionId"] for c in state["compareRunCharts"]} == {state["compareRunSections"][0]["uuid"]}
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "paradigm"}]
+    # the view's filter, run by the store itself, finds the latest run's children only
+    found = MlflowClient(uri).search_runs([exp], state["searchFilter"])
+    assert sorted(r.info.run_id for r in found) == sorted(kids[parents[1]])
+
+    page = f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+    assert tracking.ui_hint(uri, "fastmri")[1] == (
+        f"         then open {page}&viewStateShareKey=i2m2-paradigms&compareRunsMode=CHART"
+    )

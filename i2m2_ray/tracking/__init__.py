@@ -7,6 +7,7 @@ is started is ended (FINISHED or FAILED), never left RUNNING.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -75,10 +76,92 @@ def get_experiment_id(uri: str, name: str, artifact_root: str | Path | None) -> 
         return str(exp.experiment_id)
 
 
-def runs_page(base_url: str, experiment_id: str) -> str:
-    """The address of an experiment's runs table in the MLflow UI at ``base_url``, on its
-    model-training side (MLflow 3 otherwise opens a fresh browser on the GenAI overview)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+# A saved view of the MLflow UI (3.x) is an experiment tag: this prefix, then the view's key;
+# its value an envelope {name, createdAt, updatedAt (ms), state: the view's state as JSON}.
+# An address with ``viewStateShareKey=<key>`` opens the experiment's page in that view.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+COMPARISON_VIEW = "i2m2-paradigms"
+
+
+def comparison_view_state(parent_run_id: str, metrics: Sequence[str]) -> dict[str, Any]:
+    """The state of the UI's runs page that compares one pipeline's models: the runs whose
+    parent is ``parent_run_id``, grouped by their ``paradigm`` tag, a bar chart per main test metric
+    (``test_<metric>``, in order) in a section of their own, those metrics as table columns,
+    charts without data hidden. Every field of the page's state is given (search, then UI),
+    so nothing is left to what a browser remembers."""
+    section = "i2m2-main-test-metrics"
+    charts = [
+        {
+            "uuid": f"i2m2-test-{metric}",
+            "type": "BAR",
+            "runsCountToCompare": 10,
+            "metricSectionId": section,
+            "deleted": False,
+            "isGenerated": False,
+            "metricKey": f"test_{metric}",
+        }
+        for metric in metrics
+    ]
+    return {
+        # search
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": True,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        # page
+        "selectedColumns": [f"metrics.`test_{metric}`" for metric in metrics],
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": [
+            {
+                "uuid": section,
+                "name": "Paradigm comparison: test metrics",
+                "display": True,
+                "isReordered": True,
+                "deleted": False,
+                "isGenerated": False,
+            }
+        ],
+        "viewMaximized": False,
+        "runListHidden": False,
+        "isAccordionReordered": True,
+        # a group per paradigm: the UI nests children under their (collapsed) parent, and
+        # its charts draw only the rows shown; groups show each model, bars drawn per group
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "paradigm"}]},
+        "groupsExpanded": {},
+        "useGroupedValuesInCharts": True,
+        "hideEmptyCharts": True,
+        "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+        "chartsSearchFilter": "",
+    }
+
+
+def save_comparison_view(uri: str, experiment_id: str, parent_run_id: str, metrics: Sequence[str]) -> str:
+    """The experiment's saved view "Paradigm comparison (latest run)": the models of the run
+    ``parent_run_id`` side by side on ``metrics`` (see :func:`comparison_view_state`),
+    replacing the view of an earlier run. Returns the view's key."""
+    now = int(time.time() * 1000)
+    envelope = {
+        "name": "Paradigm comparison (latest run)",
+        "createdAt": now,
+        "updatedAt": now,
+        "state": json.dumps(comparison_view_state(parent_run_id, metrics)),
+    }
+    _client(uri).set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + COMPARISON_VIEW, json.dumps(envelope))
+    return COMPARISON_VIEW
+
+
+def runs_page(base_url: str, experiment_id: str, view: str | None = None) -> str:
+    """The address of an experiment's runs page in the MLflow UI at ``base_url``, on its
+    model-training side (MLflow 3 otherwise opens a fresh browser on the GenAI overview);
+    with ``view``, that saved view (e.g. :data:`COMPARISON_VIEW`) in the page's chart mode."""
+    page = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if view:
+        page += f"&viewStateShareKey={view}&compareRunsMode=CHART"
+    return page
 
 
 def ui_hint(uri: str, experiment: str, mlflow_bin: str = "mlflow") -> list[str]:
@@ -92,11 +175,12 @@ def ui_hint(uri: str, experiment: str, mlflow_bin: str = "mlflow") -> list[str]:
     if exp is None:
         return []
     shown = mask_credentials(uri)
+    view = COMPARISON_VIEW if VIEW_TAG_PREFIX + COMPARISON_VIEW in exp.tags else None
     if uri.startswith(("http://", "https://")):
-        return [f"MLflow:  open {runs_page(shown, exp.experiment_id)}"]
+        return [f"MLflow:  open {runs_page(shown, exp.experiment_id, view)}"]
     return [
         f"MLflow:  {mlflow_bin} ui --backend-store-uri {shown} --host 127.0.0.1 --port 5000",
-        f"         then open {runs_page('http://127.0.0.1:5000', exp.experiment_id)}",
+        f"         then open {runs_page('http://127.0.0.1:5000', exp.experiment_id, view)}",
     ]
 
 
