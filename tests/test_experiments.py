@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+
+from i2m2_ray import tracking
 
 from .conftest import REPO, MlflowServer, RayHead, submit_job
 
@@ -54,8 +57,6 @@ def check_outputs(
         assert curve["metrics"][0]["auroc_mean"] == pytest.approx(summary["i2m2"]["auroc_mean"])  # level 0: clean
         for fig in ("robustness_magnitude.png", "robustness_phase.png", "comparison_auroc_mean.png"):
             assert (out / "plots" / fig).stat().st_size > 1000, fig
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name("fastmri")
     runs = client.search_runs([exp.experiment_id])
@@ -122,6 +123,15 @@ def test_fastmri_on_local_ray_with_tracking_server(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "Test metrics per paradigm" in proc.stdout and f"MLflow:  open {server.uri}" in proc.stdout
+        # the printed page is the experiment's saved view of this run's models
+        assert "viewStateShareKey=i2m2-paradigms&compareRunsMode=CHART" in proc.stdout
+        client = MlflowClient(tracking_uri=server.uri)
+        exp = client.get_experiment_by_name("fastmri")
+        view = json.loads(exp.tags[tracking.VIEW_TAG_PREFIX + tracking.COMPARISON_VIEW])
+        parent = json.loads((out / "pipeline.json").read_text())["parent_run_id"]
+        shown = client.search_runs([exp.experiment_id], json.loads(view["state"])["searchFilter"])
+        assert sorted(r.data.tags["paradigm"] for r in shown) == sorted([*PARADIGMS, "inter_extended"])
+        assert {r.data.tags["mlflow.parentRunId"] for r in shown} == {parent}
         # a console a person reads: Ray's and MLflow's chatter stays off (back with --verbose)
         said = proc.stdout + proc.stderr
         noise = ("Reporting training result", "execution finished", "Progress bars disabled", "RayDeprecationWarning")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from i2m2_ray import tracking
 from i2m2_ray.training.launch import FitResult
 
 from .conftest import REPO, TINY_OVERRIDES, MlflowServer, free_port, kill_group
@@ -208,6 +209,27 @@ def test_driver_loss_and_dead_tracking_server_lose_nothing(tmp_path: Path) -> No
             if r.data.tags.get("paradigm"):
                 assert "test_auroc_mean" in r.data.metrics
                 assert len(client.get_metric_history(r.info.run_id, "val_auroc_mean")) >= 1
+        # every model is an MLflow model on its child run: I2M2's loads and predicts its example
+        import mlflow
+
+        kids = {r.data.tags["paradigm"]: r.info.run_id for r in runs if r.data.tags.get("paradigm")}
+        for name, run_id in kids.items():
+            assert "model" in [a.path for a in client.list_artifacts(run_id)] or any(
+                m.source_run_id == run_id for m in client.search_logged_models([exp.experiment_id])
+            ), f"{name}: no MLflow model on its uploaded run"
+        mlflow.set_tracking_uri(server.uri)
+        try:
+            model = mlflow.pyfunc.load_model(f"runs:/{kids['i2m2']}/model")
+            probs = model.predict(model.input_example)
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        probs = probs[[c for c in probs.columns if c.startswith("prob_")]].to_numpy()
+        assert probs.shape[0] == 2 and ((probs >= 0) & (probs <= 1)).all(), probs
+        # the experiment's saved view compares the uploaded run's children
+        tags = client.get_experiment(exp.experiment_id).tags
+        view = json.loads(tags[tracking.VIEW_TAG_PREFIX + tracking.COMPARISON_VIEW])
+        found = client.search_runs([exp.experiment_id], json.loads(view["state"])["searchFilter"])
+        assert sorted(r.info.run_id for r in found) == sorted(kids.values())
     finally:
         server.stop()
 
