@@ -67,7 +67,8 @@ def test_cluster_yaml(path: Path) -> None:
     assert isinstance(doc, dict)
     if path.name == "runtime_env.yaml":
         assert {".venv/", "outputs/", ".git/"} <= set(doc["excludes"])
-        assert "env_vars" in doc
+        # Ray Train's controller polls for reports every 0.2 s (an epoch under 2 s would wait)
+        assert doc["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.2"
     elif doc.get("kind") == "RayCluster":
         check_raycluster_spec(doc["spec"], version)
     elif doc.get("kind") == "RayJob":
@@ -76,6 +77,7 @@ def test_cluster_yaml(path: Path) -> None:
         assert scripts and all((REPO / s).is_file() for s in scripts), scripts
         runtime_env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
         assert "working_dir" in runtime_env and "env_vars" in runtime_env
+        assert runtime_env["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.2"
     else:
         check_launcher(doc, version)
     # any script a file names must exist in the repo

@@ -130,6 +130,11 @@ def start_local_ray(num_cpus: int, attempts: int = 3) -> None:
     # no cloud can preempt a node of this machine: Ray Train's preemption watcher would only
     # cost an actor process per fit (and an error line about its arguments in the object store)
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # a Ray Train worker's report waits in a queue of one until its controller polls, every 2
+    # s by default: an epoch shorter than that lasted 2 s (benchmarks/report_latency.py: 10
+    # reports 18 s -> 1.9 s); a missed poll is only awaited again (a worker is declared dead
+    # after RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S, 600 s), so polling often costs no safety
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     for attempt in range(1, attempts + 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
