@@ -152,6 +152,12 @@ def test_avmnist_predicts_without_a_modality_whose_files_are_gone(
         f"error: {data / 'audio' / 'test_data.npy'}: file not found (expected audio/test_data.npy, "
         "(N, 112, 112) spectrograms)"
     )
+    # GPU actors asked of a cluster without a GPU: refused at once, not a wait for one
+    gpu = subprocess.run([*cmd, "--use-gpu"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert gpu.returncode == 2, gpu.stdout[-2000:] + gpu.stderr[-2000:]
+    assert gpu.stderr.strip().splitlines()[-1] == (
+        "error: --use-gpu: the Ray cluster has no GPU (nor can its autoscaler add one); drop --use-gpu"
+    )
 
 
 def untrained(experiment: str, work: Path) -> tuple[Path, Any]:

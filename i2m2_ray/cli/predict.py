@@ -178,6 +178,12 @@ def predict_files(
         ModelRunner(ckpt, available, device="cpu", where=str(checkpoint))  # fails here, not in an actor
     except ValueError as exc:
         raise PredictError(f"--modalities {','.join(available)}: {exc}") from None
+    if use_gpu:  # Ray Data would wait for a GPU actor that no node can hold
+        from i2m2_ray.cli.session import planning_cluster
+
+        gpus = planning_cluster().gpus
+        if gpus < 1:
+            raise PredictError("--use-gpu: the Ray cluster has no GPU (nor can its autoscaler add one); drop --use-gpu")
     cfg = config_from_dict(ckpt["config"])
     with tempfile.TemporaryDirectory(prefix="i2m2_predict_") as work:
         source = PredictSource(
