@@ -275,10 +275,40 @@ def preparse(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     return known.experiment, list(known.plugin)
 
 
+# where the plugin modules found in the current directory live: Ray ships them to its
+# workers (``runtime_env`` ``py_modules``, see i2m2_ray.cli.session)
+_PLUGIN_SOURCES: list[str] = []
+
+
+def plugin_sources() -> list[str]:
+    """The packages (folders) and modules (files) of plugins imported from the current
+    directory by :func:`import_plugins`."""
+    return list(_PLUGIN_SOURCES)
+
+
+def _import_from_cwd(name: str) -> None:
+    """As ``python -m`` would: a plugin whose top-level package the path does not hold is
+    looked for in the current directory and imported from there (``sys.path`` unchanged)."""
+    import importlib.machinery
+    import importlib.util
+
+    top = name.strip().split(".")[0]
+    if not top or top in sys.modules or importlib.util.find_spec(top) is not None:
+        return
+    spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+    if spec is None or spec.loader is None:
+        return  # not here either: load_plugins names the module that cannot be imported
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    spec.loader.exec_module(module)
+    locations = spec.submodule_search_locations
+    _PLUGIN_SOURCES.append(str(locations[0]) if locations else str(spec.origin))
+
+
 def import_plugins(modules: Sequence[str]) -> None:
-    """Import the ``--plugin`` modules (and, at the first lookup, ``$I2M2_PLUGINS``'s). As
-    with ``python -m``, the current directory is searched too (last), so a module beside
-    the command can be named; Ray workers started from here search it as well."""
-    if (modules or os.environ.get(PLUGINS_ENV)) and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    """Import the ``--plugin`` modules (and, at the first lookup, ``$I2M2_PLUGINS``'s); a
+    module beside the command can be named (see :func:`_import_from_cwd`), and the Ray
+    started or joined from here ships it to its workers."""
+    for name in [*modules, *os.environ.get(PLUGINS_ENV, "").split(",")]:
+        _import_from_cwd(name)
     load_plugins(modules)

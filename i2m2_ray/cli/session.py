@@ -60,7 +60,7 @@ def init_ray(
     address = address or os.environ.get("RAY_ADDRESS")
     first: Placement | None = None
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=plugin_runtime_env())
     else:  # planned against the machine first: a refusal comes before Ray starts
         machine_cpus = os.cpu_count() or 1
         first = plan(ask_of(cfg), Cluster(((float(machine_cpus), float(local_gpus())),)), explicit, concurrent_models)
@@ -113,6 +113,18 @@ def planning_cluster() -> Cluster:
     return limit if limit.cpus >= alive.cpus and limit.gpus >= alive.gpus else alive
 
 
+def plugin_runtime_env() -> dict[str, list[str]] | None:
+    """Ray's ``py_modules`` for the plugins imported from the current directory (the
+    workers import them too), or None: none were, or this driver runs as a ``ray job
+    submit`` job, whose working directory the workers already have."""
+    from i2m2_ray.cli.common import plugin_sources
+
+    sources = plugin_sources()
+    if not sources or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return None
+    return {"py_modules": sources}
+
+
 def start_local_ray(num_cpus: int, attempts: int = 3) -> None:
     """A local Ray of ``num_cpus`` logical CPUs, every service on 127.0.0.1 (see
     :func:`init_ray`)."""
@@ -147,7 +159,10 @@ def start_local_ray(num_cpus: int, attempts: int = 3) -> None:
                 dashboard_host="127.0.0.1",
                 dashboard_port=port,
                 log_to_driver=True,
-                runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                runtime_env={
+                    "env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"},
+                    **(plugin_runtime_env() or {}),
+                },
                 _node_ip_address="127.0.0.1",
             )
             return
