@@ -3,14 +3,18 @@ seeds and compare the models' best validation metric, never a test figure.
 
     python benchmarks/validation_choice.py fastmri --seeds 0 1 2 \\
         --variant scratch product.init=scratch --variant components product.init=components
-    python benchmarks/validation_choice.py vqa --seeds 0 1 2 --variant long product.epochs=10 --curve i2m2
+    python benchmarks/validation_choice.py vqa --seeds 0 1 2 --variant long product.epochs=10 \\
+        --curve i2m2 intra
 
 Each (variant, seed) runs ``experiments/<experiment>.py --seed S --set ...`` into
 ``<root>/<experiment>/<variant>_s<seed>/`` (skipped when its results are already there) and
 the table reads ``results/<model>.json``: the validation value of the monitored metric at
-the model's best epoch (``val``), per seed and as mean ± std. ``--curve MODEL`` adds that
-model's validation metric per epoch, averaged over seeds, to choose an epoch budget. Test
-metrics are in the same folders but this script never reads them.
+the model's best epoch (``val``), per seed and as mean ± std. ``--curve MODEL ...`` adds
+each model's validation metric per epoch, averaged over seeds, and what a run with a budget
+of E epochs would have selected: the best validation value among its first E epochs (mean ±
+std over seeds). One long run answers every shorter budget only where the first E epochs do
+not depend on the budget: a constant learning rate (the demos' products) and no early stop
+before E. Test metrics are in the same folders but this script never reads them.
 """
 
 from __future__ import annotations
@@ -69,7 +73,31 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(runs: dict[str, dict[int, Path]], metric: str, curve: str | None) -> str:
+def best_within(curve: list[float], budget: int) -> float:
+    """The validation value a run of ``budget`` epochs selects: the best of its first epochs
+    (NaN epochs ignored; NaN when the run stopped before any)."""
+    seen = [v for v in curve[:budget] if v == v]
+    return max(seen) if seen else float("nan")
+
+
+def curve_lines(got: dict[int, dict[str, tuple[float, list[float]]]], model: str, metric: str) -> list[str]:
+    """``model``'s validation ``metric`` by epoch (mean over seeds), then the value selected
+    under each epoch budget (mean ± std over seeds)."""
+    curves = [got[s][model][1] for s in got if model in got[s]]
+    if not curves:
+        return [f"{model}: no results"]
+    length = max(len(c) for c in curves)
+    per_epoch = [statistics.fmean(c[e] for c in curves if e < len(c)) for e in range(length)]
+    selected = [mean_std([best_within(c, e + 1) for c in curves]) for e in range(length)]
+    return [
+        f"{model}, validation {metric} by epoch (mean over {len(curves)} seeds): "
+        + ", ".join(f"{e + 1}: {v:.3f}" for e, v in enumerate(per_epoch)),
+        f"{model}, selected with a budget of E epochs (best of the first E; mean ± std): "
+        + ", ".join(f"{e + 1}: {v}" for e, v in enumerate(selected)),
+    ]
+
+
+def table(runs: dict[str, dict[int, Path]], metric: str, curves: list[str]) -> str:
     lines = [f"Validation {metric} at each model's best epoch (mean ± std over seeds; test not read):", ""]
     for variant, dirs in runs.items():
         got = {s: validation(d, metric) for s, d in dirs.items()}
@@ -80,14 +108,8 @@ def table(runs: dict[str, dict[int, Path]], metric: str, curve: str | None) -> s
         for m in models:
             vals = [got[s][m][0] for s in seeds if m in got[s]]
             lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {mean_std(vals)} |")
-        if curve:
-            curves = [got[s][curve][1] for s in seeds if curve in got[s]]
-            length = min((len(c) for c in curves), default=0)
-            per_epoch = [statistics.fmean(c[e] for c in curves) for e in range(length)]
-            lines.append("")
-            lines.append(f"{curve}, validation {metric} by epoch (mean over seeds): " + ", ".join(
-                f"{e + 1}: {v:.3f}" for e, v in enumerate(per_epoch)
-            ))
+        for model in curves:
+            lines += ["", *curve_lines(got, model, metric)]
         lines.append("")
     return "\n".join(lines)
 
@@ -105,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a name and its config overrides (repeatable); no variant: the demo as it is",
     )
     p.add_argument("--metric", help="validation metric (default: the demo's train.monitor)")
-    p.add_argument("--curve", help="also show this model's validation metric per epoch")
+    p.add_argument(
+        "--curve", nargs="+", default=[], metavar="MODEL",
+        help="also show these models' validation metric per epoch, and what each epoch budget selects",
+    )
     p.add_argument("--root", type=Path, default=REPO / "outputs" / "validation_choice")
     p.add_argument("--table-only", action="store_true", help="tabulate what is there, run nothing")
     args = p.parse_args(argv)

@@ -115,3 +115,24 @@ def test_seed_table_gives_each_seed_and_the_mean_and_std(tmp_path: Path) -> None
     assert rows["i2m2"] == "| i2m2 | 0.800 | 0.600 | 0.700 ± 0.100 | 0.500 ± 0.000 |"
     assert rows["inter"] == "| inter | 0.500 | 0.700 | 0.600 ± 0.100 | 0.600 ± 0.100 |"
     assert "seed 0: 100 s (load 1.5); seed 1: 101 s (load 1.5)" in stdout
+
+
+def test_validation_choice_reads_budgets_off_one_long_run(tmp_path: Path) -> None:
+    """Hand-made validation histories (no test figure anywhere): what each epoch budget would
+    have selected is the best of the first E epochs, averaged over seeds."""
+    histories = {0: [0.5, 0.7, 0.6, 0.9], 1: [0.6, 0.5, 0.8, 0.8]}
+    for seed, curve in histories.items():
+        results = tmp_path / "vqa" / f"long_s{seed}" / "results"
+        results.mkdir(parents=True)
+        history = [{"epoch": e, "val_vqa_score": v} for e, v in enumerate(curve)]
+        (results / "i2m2.json").write_text(json.dumps({"val": {"val_vqa_score": max(curve)}, "history": history}))
+    stdout = _run(
+        ["benchmarks/validation_choice.py", "vqa", "--seeds", "0", "1", "--variant", "long", "product.epochs=4",
+         "--curve", "i2m2", "--root", str(tmp_path), "--table-only"],
+        timeout=60,
+    )
+    assert "| i2m2 | 0.900 | 0.800 | 0.850 ± 0.071 |" in stdout
+    assert "i2m2, validation vqa_score by epoch (mean over 2 seeds): 1: 0.550, 2: 0.600, 3: 0.700, 4: 0.850" in stdout
+    # budget 1: 0.5, 0.6; budget 2: 0.7, 0.6; budget 3: 0.7, 0.8; budget 4: 0.9, 0.8
+    assert ("selected with a budget of E epochs (best of the first E; mean ± std): 1: 0.550 ± 0.071, "
+            "2: 0.650 ± 0.071, 3: 0.750 ± 0.071, 4: 0.850 ± 0.071") in stdout
