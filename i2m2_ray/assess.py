@@ -35,12 +35,14 @@ ROBUSTNESS = "robustness"
 
 
 def robustness_reports(
-    checkpoints: Mapping[str, str], prepared: Any, cfg: Any, settings: AssessSettings
+    checkpoints: Mapping[str, str], prepared: Any, cfg: Any, settings: AssessSettings, stats: Any = None
 ) -> dict[str, dict[str, Any]]:
     """Model -> its robustness report (:func:`assess_model`), each computed in a Ray task beside
     the data, one model at a time, over the test split read once: on a GPU when the run trains
     on GPUs, else on no reserved CPU (like the fit launchers), so Ray Data's reading always
-    finds a CPU."""
+    finds a CPU. ``stats`` (an :class:`~i2m2_ray.training.robustness.InputStats` of the
+    first ``settings.stats_samples`` training samples, e.g. the pipeline's, computed once for
+    the checkpoints' prediction state) spares every task its pass over the training split."""
     import ray
     import ray.data
 
@@ -50,22 +52,23 @@ def robustness_reports(
     threads = max(1, int(cfg.run.cpus_per_worker))
     quiet = not console.verbose()
 
-    def assess(checkpoint: str, datasets: Mapping[str, Any]) -> dict[str, Any]:
+    def assess(checkpoint: str, datasets: Mapping[str, Any], stats: Any) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(threads)
         console.quiet(quiet)  # Ray Data's lines per pass are noise here (unless --verbose)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        return assess_model(checkpoint, datasets, prepared.info, settings, cfg.train.batch_size)
+        return assess_model(checkpoint, datasets, prepared.info, settings, cfg.train.batch_size, stats)
 
     task = ray.remote(num_cpus=0, num_gpus=gpu, max_retries=0)(assess)
     # read and preprocessed once for every model and pass (Ray spills to disk what the
-    # object store cannot hold): the training rows the input statistics come from, the test split
-    datasets = {
-        "train": prepared.datasets["train"].limit(settings.stats_samples).materialize(),
-        "test": prepared.datasets["test"].materialize(),
-    }
-    return {name: ray.get(task.remote(path, datasets)) for name, path in checkpoints.items()}
+    # object store cannot hold): the test split, and the training rows the input statistics
+    # come from unless they are given
+    datasets = {"test": prepared.datasets["test"].materialize()}
+    if stats is None:
+        datasets["train"] = prepared.datasets["train"].limit(settings.stats_samples).materialize()
+    shared = ray.put(stats)
+    return {name: ray.get(task.remote(path, datasets, shared)) for name, path in checkpoints.items()}
 
 
 def reliability_curves(
@@ -122,10 +125,13 @@ def assess_model(
     facts: Mapping[str, Any],
     settings: AssessSettings,
     batch_size: int,
+    stats: Any = None,
 ) -> dict[str, Any]:
     """The robustness report of one trained model (run it where the data can be read, e.g.
     in a Ray task): each modality missing, each modality noisy at every level, on the test
-    split, from the model's best weights in ``checkpoint``."""
+    split, from the model's best weights in ``checkpoint``. The training-split statistics
+    (missing-modality fill, noise scale) are ``stats`` when given, else estimated from the
+    first ``settings.stats_samples`` rows of ``datasets["train"]``."""
     import torch
 
     from i2m2_ray.training.checkpoint import load_checkpoint
@@ -136,8 +142,9 @@ def assess_model(
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the task was given one
     model.to(device)
     torch.manual_seed(settings.seed)
-    train = datasets["train"].iter_torch_batches(batch_size=batch_size)
-    stats = input_stats(train, spec.modalities, settings.stats_samples)
+    if stats is None:
+        train = datasets["train"].iter_torch_batches(batch_size=batch_size)
+        stats = input_stats(train, spec.modalities, settings.stats_samples)
 
     def test() -> Any:
         return datasets["test"].iter_torch_batches(batch_size=batch_size, device=device)

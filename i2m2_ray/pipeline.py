@@ -117,6 +117,9 @@ class Pipeline:
     ) -> None:
         self.cfg = cfg
         self.register = register  # the registered-model name the I2M2 model gets (None: none)
+        # the training split's input statistics (InputStats), computed once by _complete_models
+        # for the checkpoints' prediction state and reused by stage 3
+        self.input_stats: Any = None
         self.data = prepared
         self.out = Path(output_dir).resolve()
         check_output_dir(self.out, resume, overwrite)
@@ -297,6 +300,7 @@ class Pipeline:
         cfg = self.cfg
         t0 = time.perf_counter()
         stats = training_input_stats(self.data, cfg.evaluation.stats_samples, cfg.train.batch_size)
+        self.input_stats = stats  # stage 3's missing-modality fill and noise scale
         state = prediction_state(cfg.experiment, self.data, stats)
         for res in results.values():
             add_prediction_state(res.checkpoint, state)
@@ -323,7 +327,9 @@ class Pipeline:
         print(f"stage 3: assessing {list(results)} ({what})", flush=True)
         t0 = time.perf_counter()
         checkpoints = {n: r.checkpoint for n, r in results.items()}
-        reports = robustness_reports(checkpoints, self.data, cfg, settings) if settings.robustness else {}
+        reports = (
+            robustness_reports(checkpoints, self.data, cfg, settings, self.input_stats) if settings.robustness else {}
+        )
         found = assess_models(
             {n: (r.test_labels, r.test_probs) for n, r in results.items()},
             {n: r.test for n, r in results.items()},

@@ -79,6 +79,15 @@ def test_a_trained_model_is_assessed_on_real_ray_data(ray_local: None, tmp_path:
     assert set(report["missing"]) == {"static", "timeseries"}
     curve = report["noise"]["static"]
     assert curve["levels"] == [0.0, 1.0] and "accuracy" in curve["metrics"][0]
+    # statistics given (the pipeline computes them once for every model): the same report,
+    # and the training split is not read (it is not even passed)
+    from i2m2_ray.training.robustness import input_stats
+
+    stats = input_stats(data["train"].iter_torch_batches(batch_size=8), ("static", "timeseries"), 32)
+    given = assess_model(
+        str(path), {"test": data["test"]}, facts, AssessSettings(noise_levels=(0.0, 1.0), stats_samples=32), 8, stats
+    )
+    assert given == report
 
 
 def test_stage_three_gives_entries_and_figures_for_every_model(tmp_path: Path) -> None:
