@@ -49,6 +49,9 @@ def test_provenance_names_the_command_the_commit_and_the_versions(tmp_path: Path
 
     assert (tags["version.ray"], tags["version.mlflow"]) == (ray.__version__, mlflow.__version__)
     assert tags["version.torch"] == torch.__version__ and tags["version.i2m2-ray"]
+    # the driver's machine: its CPU kernels' instruction set decides their rounding
+    assert tags["host.cpu_kernels"] == torch.backends.cpu.get_cpu_capability() and tags["host.cpu"]
+    assert ("host.gpu" in tags) == torch.cuda.is_available()
     outside = tracking.provenance(["x.py"], cwd=tmp_path)  # not a checkout (a job's copy)
     assert "git_commit" not in outside and outside["version.ray"] == ray.__version__
     secret = tracking.provenance(["x.py", "--tracking-uri", "http://me:s3cret@host:5000"], cwd=tmp_path)

@@ -279,7 +279,9 @@ def provenance(argv: Sequence[str] | None = None, cwd: str | Path | None = None)
     as it could be typed again), ``git_commit`` and ``git_dirty`` when the code runs from a
     git checkout (also as MLflow's ``mlflow.source.git.commit``, shown in its UI), and
     ``version.<package>`` for the packages that decide the numbers (:data:`VERSIONED`;
-    ``version.python`` too)."""
+    ``version.python`` too), and the driver's machine (:func:`host_tags`): the same seed
+    reproduces a run to the digit on the same kind of machine and installation, but CPU
+    kernels round differently with the instruction set they use."""
     import platform
     import shlex
     import subprocess
@@ -294,6 +296,7 @@ def provenance(argv: Sequence[str] | None = None, cwd: str | Path | None = None)
             tags[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    tags.update(host_tags())
     where = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -313,6 +316,27 @@ def provenance(argv: Sequence[str] | None = None, cwd: str | Path | None = None)
         tags.update(
             {"git_commit": commit, "git_dirty": "true" if changed else "false", "mlflow.source.git.commit": commit}
         )
+    return tags
+
+
+def host_tags() -> dict[str, str]:
+    """The machine the driver runs on, as tags: ``host.cpu`` (the CPU model), ``host.cpu_kernels``
+    (the instruction set torch's CPU kernels use, e.g. AVX512, which decides their rounding)
+    and ``host.gpu`` (the first CUDA device's name, where there is one). A cluster's workers
+    may run elsewhere; their own machines are not recorded."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    tags = {"host.cpu": cpu, "host.cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        tags["host.gpu"] = torch.cuda.get_device_name(0)
     return tags
 
 
