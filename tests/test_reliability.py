@@ -62,8 +62,12 @@ def undisturbed(
     ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> FitResult:
     """One undisturbed fit of the inter model (seed 3, 4 epochs), the reference of the tests
-    below (a fit costs ~30 s on 2 cores)."""
-    return fit_inter(tmp_path_factory.mktemp("undisturbed"), tiny_fastmri, "undisturbed", 0)
+    below (a fit costs ~30 s on 2 cores). One restart is allowed, as a user's run.max_failures
+    allows it: CI once saw Ray's TrainController process die 5 s into this fit (SYSTEM_ERROR, no
+    kill of ours), after ~40 min of the session's Ray; a restart before the first checkpoint
+    starts the run over (the same model); one after it resumes, and the comparison below says
+    whether that reproduced the model."""
+    return fit_inter(tmp_path_factory.mktemp("undisturbed"), tiny_fastmri, "undisturbed", 1)
 
 
 @pytest.mark.slow
@@ -112,7 +116,7 @@ def test_the_same_seed_gives_the_same_model(
     """Two fits with one seed read the same batches in the same order (run.deterministic):
     every epoch's validation metrics and the test metrics agree to the last digit."""
     first = undisturbed
-    again = fit_inter(tmp_path, tiny_fastmri, "again", 0)
+    again = fit_inter(tmp_path, tiny_fastmri, "again", 1)
     assert len(first.history) == len(again.history) == 4
     for a, b in zip(first.history, again.history, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_auroc_mean"] == b["val_auroc_mean"], (a, b)
