@@ -111,6 +111,10 @@ class TrainConfig:
     # epoch); shuffle_buffer > 0 adds Ray Data's local shuffle of the batches on top.
     shuffle: bool = True
     shuffle_buffer: int = 0
+    # A split read every epoch (training with one worker; validation) whose tensors take at
+    # most this many MB is kept in the worker's memory after its first pass: later epochs
+    # read no files (training draws a seeded permutation of the held rows). 0: always stream.
+    in_memory_mb: float = 1024.0
     # Performance options (the same loop; see benchmarks/README.md for what each buys).
     grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size x this)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; loss and weights stay fp32)
@@ -372,6 +376,7 @@ def _train_checks(t: TrainConfig, where: str) -> list[tuple[bool, str]]:
         (t.precision in ("fp32", "bf16"), f"{where}.precision must be 'fp32' or 'bf16', got {t.precision!r}"),
         (t.prefetch_batches >= 0, f"{where}.prefetch_batches must be >= 0, got {t.prefetch_batches}"),
         (t.shuffle_buffer >= 0, f"{where}.shuffle_buffer must be >= 0, got {t.shuffle_buffer}"),
+        (t.in_memory_mb >= 0, f"{where}.in_memory_mb must be >= 0 (0: always stream), got {t.in_memory_mb}"),
         (
             t.optimizer in OPTIMIZERS,
             f"{where}.optimizer must be one of {', '.join(OPTIMIZERS)}; got {t.optimizer!r}",

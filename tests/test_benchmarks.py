@@ -82,9 +82,9 @@ def test_perf_tables_run_tiny(tmp_path: Path) -> None:
         return r
 
     over = load("ray_overhead")["datasets"]["fastmri"]
-    for arm in ("plain", "ray_streaming", "ray_materialized"):
+    for arm in ("plain", "ray_streaming", "ray_materialized", "ray_held"):
         assert _positive(over[arm]["samples_per_s"]), arm
-    assert _positive(over["ray_streaming"]["ratio_to_plain"])
+    assert _positive(over["ray_streaming"]["ratio_to_plain"]) and _positive(over["ray_held"]["cpu_ratio_to_plain"])
 
     pipe = load("data_pipeline")["sizes"]["tiny"]
     for key in ("torch_fft_1core", "numpy_compute_1core", "udf_in_process_1core", "ray_data", "ratio_per_core"):

@@ -123,6 +123,20 @@ def test_the_same_seed_gives_the_same_model(
     assert first.test == again.test
 
 
+@pytest.mark.slow
+def test_a_held_training_split_changes_the_order_from_the_second_epoch_only(
+    undisturbed: FitResult, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The reference fit holds its small training split after epoch 1 (train.in_memory_mb):
+    epoch 1 streams as a run that never holds it does (same loss, same validation); from
+    epoch 2 the held rows are drawn in another seeded order, so the losses part."""
+    streamed = fit_inter(tmp_path, tiny_fastmri, "streamed", 1, "train.in_memory_mb=0")
+    first, second = undisturbed.history, streamed.history
+    assert first[0]["train_loss"] == second[0]["train_loss"]
+    assert first[0]["val_auroc_mean"] == second[0]["val_auroc_mean"]
+    assert first[1]["train_loss"] != second[1]["train_loss"]
+
+
 def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
     return subprocess.Popen(
         [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), *extra],

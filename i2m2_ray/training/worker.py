@@ -32,6 +32,7 @@ from i2m2_ray.models.experts import ProductOfExperts
 from i2m2_ray.models.registry import encoder_factory
 from i2m2_ray.spec import INTER_EXTENDED, TaskSpec
 from i2m2_ray.training.checkpoint import MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint, unwrap
+from i2m2_ray.training.held import MB, HeldSplit
 from i2m2_ray.training.loop import (
     StepSettings,
     make_optimizer,
@@ -152,14 +153,42 @@ class WorkerRun:
     device: torch.device
     state: dict[str, Any]
     best_state: dict[str, Tensor] | None = None
+    held: dict[str, HeldSplit] = field(default_factory=dict)  # splits read every epoch (train.in_memory_mb)
 
-    def batches(self, split: str) -> Any:
-        """An evaluation split's batches (rank 0 reads the whole split)."""
+    def batches(self, split: str, keep: bool = False) -> Any:
+        """An evaluation split's batches (rank 0 reads the whole split). ``keep``: a split
+        read every epoch (validation) is held in memory after its first pass when it fits
+        in ``train.in_memory_mb``, and replayed in the same order after that."""
         import ray.train
 
+        if keep and split in self.held and self.held[split].held:
+            return self.held[split].replay()
         fetch = {"prefetch_batches": self.t.prefetch_batches, "pin_memory": self.t.pin_memory}
         shard = ray.train.get_dataset_shard(split)
-        return shard.iter_torch_batches(batch_size=self.t.batch_size, device=self.device, **fetch)
+        batches = shard.iter_torch_batches(batch_size=self.t.batch_size, device=self.device, **fetch)
+        if not keep:
+            return batches
+        return self.held.setdefault(split, HeldSplit(self.t.in_memory_mb)).first_pass(batches)
+
+    def train_batches(self, shard: Any, epoch: int) -> Any:
+        """This epoch's training batches: a global shuffle seeded by ``run.seed`` and the
+        epoch. The first epoch streams them from Ray Data (which shuffles the split's index);
+        with one worker, a split that fits in ``train.in_memory_mb`` is then held and each
+        later epoch draws its own permutation of the held rows. With several workers each
+        keeps streaming its shard: a held shard would fix which rows each worker sees."""
+        t, seed = self.t, self.cfg.run.seed * 100_003 + epoch * 101 + self.rank
+        held = self.held.setdefault("train", HeldSplit(t.in_memory_mb if self.world == 1 else 0))
+        if held.held:
+            return held.shuffled(t.batch_size, seed) if t.shuffle else held.replay()
+        batches = shard.iter_torch_batches(
+            batch_size=t.batch_size,
+            device=self.device,
+            local_shuffle_buffer_size=t.shuffle_buffer or None,
+            local_shuffle_seed=seed,
+            prefetch_batches=t.prefetch_batches,
+            pin_memory=t.pin_memory,
+        )
+        return held.first_pass(batches)
 
     def checkpoint(self, folder: str) -> Any:
         """``model.pt`` in ``folder`` (best weights so far + what resuming needs), as a Ray
@@ -291,18 +320,12 @@ def run_epochs(run: WorkerRun) -> None:
         log_epoch = epoch_logger(lc.tracking_uri, lc.run_id)
     train_shard = ray.train.get_dataset_shard("train")
     monitor, mode = t.monitor, t.monitor_mode
-    fetch = {"prefetch_batches": t.prefetch_batches, "pin_memory": t.pin_memory}
     for epoch in range(state["epoch"], t.epochs):
         if state["stopped"]:
             break
         t0, c0 = time.perf_counter(), time.process_time()
-        batches = train_shard.iter_torch_batches(
-            batch_size=t.batch_size,
-            device=run.device,
-            local_shuffle_buffer_size=t.shuffle_buffer or None,
-            local_shuffle_seed=run.cfg.run.seed * 100_003 + epoch * 101 + run.rank,
-            **fetch,
-        )
+        was_held = run.held.get("train", HeldSplit(0)).held
+        batches = run.train_batches(train_shard, epoch)
         # rank 0 writes a line a minute within a long epoch
         feed = console.every_minute(batches, f"[{lc.name}] epoch {epoch + 1}/{t.epochs}") if run.rank == 0 else batches
         seen, total = train_epoch(
@@ -311,8 +334,11 @@ def run_epochs(run: WorkerRun) -> None:
         train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         metrics: dict[str, float] = {}
         if run.rank == 0:
-            labels, probs = predict(unwrap(run.model), run.batches("val"), lc.spec, *_precision(run))
+            labels, probs = predict(unwrap(run.model), run.batches("val", keep=True), lc.spec, *_precision(run))
             metrics = {f"val_{k}": v for k, v in compute_metrics(labels, probs).items()}
+            if not was_held and run.held["train"].held:
+                say(f"[{lc.name}] training split held in memory ({run.held['train'].size / MB:.0f} MB, "
+                    f"train.in_memory_mb={t.in_memory_mb:g}): later epochs read no files")  # fmt: skip
         metrics = _broadcast(metrics)
         rss = _gather(peak_rss_mb())  # a collective: every rank calls it
         metrics.update(
