@@ -1,0 +1,253 @@
+"""The AV-MNIST pipeline against a plain PyTorch loop, on real files at full size (issue 20,
+item 1).
+
+    python benchmarks/pipeline_vs_loop.py --data-dir /tmp/realdata/avmnist
+    python benchmarks/pipeline_vs_loop.py --data-dir D --arms plain      # one arm (the JSON keeps the other)
+    python benchmarks/pipeline_vs_loop.py --data-dir D --epochs 2 --max-samples 120   # a quick look
+
+Two arms on the same files, cores, recipe (``configs/avmnist.yaml``: its models, optimisers,
+epochs, batch size, early stopping on validation accuracy) and seed:
+
+- **platform**: ``experiments/avmnist.py --data-dir D`` as a user runs it (a local Ray, Ray
+  Data reading and preprocessing, the three components fitted concurrently by Ray Train, then
+  intra and I2M2 from their weights, MLflow records, checkpoints), with what the plain loop
+  does not do switched off: the compute-matched control ``inter_extended``, the robustness
+  sweeps and the bootstrap intervals (``evaluation.*``). Its wall time includes starting Ray.
+- **plain**: the public code's way, one process, no Ray: the same five models one after
+  another, each file read into memory once through the project's reader, a random
+  permutation per epoch, torch's default threads (every core), validation after every epoch,
+  the best weights kept, intra and I2M2 started from the components' best weights.
+
+Both print per-model test accuracy (the runs are not the same random numbers: the figures
+agree in level, not to the digit) and the JSON holds the wall times, the load average before
+and after each arm, and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.perf import loadavg, machine  # noqa: E402
+
+MODELS = ["unimodal_image", "unimodal_audio", "inter", "intra", "i2m2"]
+# what the plain loop does not do either (see the module's docstring)
+PLATFORM_EXTRAS_OFF = ["evaluation.inter_extended=false", "evaluation.robustness=false", "evaluation.bootstrap=0"]
+
+
+def settings(args: argparse.Namespace) -> list[str]:
+    """The overrides both arms apply to configs/avmnist.yaml."""
+    out = ["run.use_gpu=false", f"run.seed={args.seed}"]
+    if args.epochs is not None:
+        out += [f"train.epochs={args.epochs}", f"product.epochs={args.epochs}"]
+    if args.max_samples is not None:
+        out.append(f"data.max_samples={args.max_samples}")
+    return out + list(args.set)
+
+
+def run_platform(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The pipeline as a user runs it; wall time of the whole command."""
+    folder = out / "platform"
+    sets = [*settings(args), *PLATFORM_EXTRAS_OFF]
+    cmd = [sys.executable, "experiments/avmnist.py", "--data-dir", str(args.data_dir), "--output-dir", str(folder)]
+    cmd += ["--overwrite", *[a for s in sets for a in ("--set", s)]]
+    print("platform:", " ".join(cmd), flush=True)
+    before, t0 = loadavg(), time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    (out / "platform.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"platform arm failed (exit {done.returncode}); log: {out / 'platform.log'}")
+    summary = json.loads((folder / "summary.json").read_text())
+    return {
+        "command": cmd,
+        "wall_s": wall,
+        "load_before": before,
+        "load_after": loadavg(),
+        "test_accuracy": {m: summary[m]["accuracy"] for m in MODELS if m in summary},
+        "epochs_run": {m: summary[m].get("epochs_run") for m in MODELS if m in summary},
+        "model_wall_s": {m: summary[m].get("wall_seconds") for m in MODELS if m in summary},
+    }
+
+
+def load_split(reader: Any, rows: Any, digits: Any) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from i2m2_ray.data.avmnist import HEAD
+    from i2m2_ray.spec import label_column
+
+    col = label_column(HEAD)
+    arrays = reader({"row": np.asarray(rows, dtype=np.int64), col: np.asarray(digits[rows], dtype=np.int64)})
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def plain_fit(lc: Any, t: Any, data: dict[str, dict[str, Any]], seed: int) -> tuple[Any, dict[str, Any]]:
+    """One model: epochs of a random permutation, validation after each, the best weights
+    (strict gain on ``t.monitor``), stopping after ``t.patience`` epochs without one."""
+    import torch
+
+    from i2m2_ray.training.loop import (
+        StepSettings,
+        make_optimizer,
+        make_scheduler,
+        param_groups,
+        predict,
+        steps_per_epoch,
+        train_epoch,
+    )
+    from i2m2_ray.training.metrics import compute_metrics, is_better
+    from i2m2_ray.training.worker import make_model, seed_everything
+
+    seed_everything(seed)
+    model = make_model(lc)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(param_groups(model, t.head_lr_mult), t)
+    n = len(next(iter(data["train"].values())))
+    scheduler = make_scheduler(optimizer, t, steps_per_epoch(n, 1, t.batch_size, t.grad_accum_steps))
+    weights = {h: torch.tensor(w) for h, w in lc.class_weights.items()} if t.class_weighted else {}
+    step = StepSettings.from_config(t)
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(split: str, order: Any = None) -> Any:
+        rows = data[split]
+        idx = order if order is not None else torch.arange(len(next(iter(rows.values()))))
+        return ({k: v[i] for k, v in rows.items()} for i in idx.split(t.batch_size))
+
+    best, best_epoch, best_state, epochs = None, -1, None, 0
+    for epoch in range(t.epochs):
+        train_epoch(model, batches("train", torch.randperm(n, generator=g)), lc.spec, optimizer, params, weights, step,
+                    scheduler)  # fmt: skip
+        value = compute_metrics(*predict(model, batches("val"), lc.spec))[t.monitor]
+        epochs = epoch + 1
+        if is_better(value, best, t.monitor_mode):
+            best, best_epoch, best_state = value, epochs, copy.deepcopy(model.state_dict())
+        if best_epoch > 0 and epochs - best_epoch >= t.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = compute_metrics(*predict(model, batches("test"), lc.spec))
+    return model, {"accuracy": test["accuracy"], "epochs_run": epochs, "best_epoch": best_epoch}
+
+
+def run_plain(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The five models one after another in this process (no Ray)."""
+    import numpy as np
+    import torch
+
+    from i2m2_ray.config import load_config
+    from i2m2_ray.data.avmnist import (
+        AUDIO_SIDE,
+        CLASSES,
+        HEAD,
+        MODALITIES,
+        AVMNISTReader,
+        options,
+        read_split,
+        train_val_sizes,
+    )
+    from i2m2_ray.data.base import spaced
+    from i2m2_ray.spec import TaskSpec, component_paradigm, is_product
+    from i2m2_ray.training.checkpoint import save_checkpoint
+    from i2m2_ray.training.metrics import class_weights
+    from i2m2_ray.training.worker import LoopConfig
+
+    cfg = load_config(REPO / "configs" / "avmnist.yaml", settings(args))
+    opts = options(cfg)
+    before, t0 = loadavg(), time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)  # one process, torch's default: every core
+    train_paths, train_digits = read_split(args.data_dir, "train")
+    test_paths, test_digits = read_split(args.data_dir, "test")
+    n_train, n_val = train_val_sizes(len(train_digits))
+    cap = cfg.data.max_samples  # the rows the pipeline takes (avmnist.prepare)
+    rows = {"train": spaced(n_train, cap), "val": n_train + spaced(n_val, cap), "test": spaced(len(test_digits), cap)}
+    data = {}
+    for split, idx in rows.items():
+        paths, digits = (test_paths, test_digits) if split == "test" else (train_paths, train_digits)
+        reader = AVMNISTReader(str(paths["image"]), str(paths["audio"]), opts["audio_pool"])
+        data[split] = load_split(reader, idx, digits)
+    read_s = time.perf_counter() - t0
+    spec = TaskSpec(MODALITIES, {HEAD: CLASSES})
+    side = AUDIO_SIDE // opts["audio_pool"]
+    info = {"inputs": {"image": [1, 28, 28], "audio": [1, side, side]}, "encoders": ["lenet"]}
+    weights = class_weights({HEAD: [int(c) for c in np.bincount(train_digits[rows["train"]], minlength=CLASSES)]})
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="i2m2plain") as tmp:
+        saved: dict[str, str] = {}
+        for name in MODELS:
+            m0 = time.perf_counter()
+            product = is_product(name)
+            init = {e: saved[component_paradigm(e)] for e in spec.components(name)} if product else {}
+            lc = LoopConfig(
+                name=name,
+                paradigm=name,
+                spec=spec,
+                input_facts=info,
+                experiment=cfg.to_dict(),
+                class_weights=weights,
+                init_checkpoints=init if cfg.product.init == "components" else {},
+                freeze=list(cfg.product.freeze) if product else [],
+                product_weights=dict(cfg.product.weights) if product else {},
+                train_size=len(rows["train"]),
+            )
+            model, res = plain_fit(lc, cfg.training(name), data, cfg.run.seed)
+            saved[name] = str(Path(tmp) / f"{name}.pt")
+            save_checkpoint(saved[name], model.state_dict(), name, cfg.to_dict(), spec, {})
+            results[name] = {**res, "wall_s": time.perf_counter() - m0}
+            print(f"plain {name}: test accuracy {res['accuracy']:.3f}, {res['epochs_run']} epochs, "
+                  f"{results[name]['wall_s']:.0f} s", flush=True)  # fmt: skip
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "read_s": read_s,
+        "threads": torch.get_num_threads(),
+        "load_before": before,
+        "load_after": loadavg(),
+        "sizes": {k: len(v) for k, v in rows.items()},
+        "test_accuracy": {m: r["accuracy"] for m, r in results.items()},
+        "epochs_run": {m: r["epochs_run"] for m, r in results.items()},
+        "model_wall_s": {m: r["wall_s"] for m, r in results.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, required=True, help="AV-MNIST files (benchmarks/real_data.py build)")
+    ap.add_argument("--arms", nargs="+", choices=["platform", "plain"], default=["platform", "plain"])
+    ap.add_argument("--epochs", type=int, default=None, help="train.epochs and product.epochs (default: the recipe's)")
+    ap.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default: every row)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides, both arms")
+    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "pipeline_vs_loop")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "results.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    result.update({"machine": machine(), "command": [sys.executable, *sys.argv], "settings": settings(args)})
+    for arm in args.arms:
+        result[arm] = run_platform(args, args.out) if arm == "platform" else run_plain(args, args.out)
+        path.write_text(json.dumps(result, indent=1))
+    print(f"{'model':16} {'platform acc':>12} {'plain acc':>10}")
+    for m in MODELS:
+        got = [result.get(a, {}).get("test_accuracy", {}).get(m) for a in ("platform", "plain")]
+        print(f"{m:16} " + " ".join(f"{v:>11.3f}" if v is not None else f"{'-':>11}" for v in got))
+    walls = {a: result[a]["wall_s"] for a in ("platform", "plain") if a in result}
+    print("wall s: " + ", ".join(f"{a} {w:.0f}" for a, w in walls.items()))
+    if len(walls) == 2:
+        print(f"platform / plain wall time: {walls['platform'] / walls['plain']:.2f} (goal <= 1)")
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
