@@ -161,7 +161,7 @@ class WorkerRun:
         in ``train.in_memory_mb``, and replayed in the same order after that."""
         import ray.train
 
-        if keep and split in self.held and self.held[split].held:
+        if keep and self.holding(split):
             return self.held[split].replay()
         fetch = {"prefetch_batches": self.t.prefetch_batches, "pin_memory": self.t.pin_memory}
         shard = ray.train.get_dataset_shard(split)
@@ -169,6 +169,10 @@ class WorkerRun:
         if not keep:
             return batches
         return self.held.setdefault(split, HeldSplit(self.t.in_memory_mb)).first_pass(batches)
+
+    def holding(self, split: str) -> bool:
+        """Whether ``split`` is held in this worker (its first pass fitted the budget)."""
+        return split in self.held and self.held[split].held
 
     def train_batches(self, shard: Any, epoch: int) -> Any:
         """This epoch's training batches: a global shuffle seeded by ``run.seed`` and the
@@ -324,7 +328,7 @@ def run_epochs(run: WorkerRun) -> None:
         if state["stopped"]:
             break
         t0, c0 = time.perf_counter(), time.process_time()
-        was_held = run.held.get("train", HeldSplit(0)).held
+        was_held = run.holding("train")
         batches = run.train_batches(train_shard, epoch)
         # rank 0 writes a line a minute within a long epoch
         feed = console.every_minute(batches, f"[{lc.name}] epoch {epoch + 1}/{t.epochs}") if run.rank == 0 else batches
@@ -336,7 +340,7 @@ def run_epochs(run: WorkerRun) -> None:
         if run.rank == 0:
             labels, probs = predict(unwrap(run.model), run.batches("val", keep=True), lc.spec, *_precision(run))
             metrics = {f"val_{k}": v for k, v in compute_metrics(labels, probs).items()}
-            if not was_held and run.held["train"].held:
+            if not was_held and run.holding("train"):
                 say(f"[{lc.name}] training split held in memory ({run.held['train'].size / MB:.0f} MB, "
                     f"train.in_memory_mb={t.in_memory_mb:g}): later epochs read no files")  # fmt: skip
         metrics = _broadcast(metrics)
