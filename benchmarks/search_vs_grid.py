@@ -7,13 +7,18 @@ arm: the best validation AUROC (mean over the four labels) reached, the test AUR
 trial, the training epochs spent in all, and the wall time.
 
     python benchmarks/search_vs_grid.py                       # 8 trials per arm, 6 epochs each
+    python benchmarks/search_vs_grid.py --seeds 0 1 2 --arms grid optuna-asha-g1 optuna-asha-g2
     python benchmarks/search_vs_grid.py --epochs 4 --max-concurrent 2 --output-dir /tmp/bench
+
+Each (seed, arm) is one sweep; ``results.json`` keys them ``s<seed>/<arm>``. Selection is on
+validation only: the test AUROC printed is that of the trial with the best validation AUROC.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,54 @@ GRID: dict[str, list[Any]] = {
 }
 
 
+ARMS = ("grid", "optuna-asha-g1", "optuna-asha-g2", "optuna-asha-g3")
+
+
+def grace_of(arm: str) -> int:
+    """The ASHA grace period an ``optuna-asha-g<N>`` arm names (``optuna-asha``: 1)."""
+    return int(arm.rsplit("-g", 1)[1]) if "-g" in arm else 1
+
+
+def write_space(out: Path, epochs: int, seed: int, grace: int) -> Path:
+    """The search file of one arm and seed (an I2M2 product from scratch over SPACE)."""
+    path = out / f"space_s{seed}_g{grace}.yaml"
+    overrides = [f"product.epochs={epochs}", "product.init=scratch", f"run.seed={seed}"]
+    body = {
+        "experiment": "fastmri",
+        "base_config": str(REPO / "configs" / "fastmri_demo.yaml"),
+        "overrides": overrides,
+        "asha": {"grace_period": grace, "reduction_factor": 2},
+        "params": SPACE,
+    }
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def summary_lines(report: dict[str, dict[str, Any]], seeds: list[int]) -> list[str]:
+    """Per ASHA arm: on how many seeds it reached the grid's best validation AUROC, and its
+    epochs against the grid's (the goal: reached on every seed with at most a third)."""
+    lines = [
+        "",
+        "| arm | seeds reaching the grid's best val AUROC | its best val minus the grid's (per seed) | "
+        "epochs / grid's epochs (per seed) |",
+        "| --- | --- | --- | --- |",
+    ]
+    arms = sorted({k.split("/", 1)[1] for k in report} - {"grid"})
+    for arm in arms:
+        gaps, ratios = [], []
+        for seed in seeds:
+            a, g = report.get(f"s{seed}/{arm}"), report.get(f"s{seed}/grid")
+            if a and g:
+                gaps.append(a["best_val_auroc_mean"] - g["best_val_auroc_mean"])
+                ratios.append(a["total_epochs"] / g["total_epochs"])
+        reached = sum(gap >= 0 for gap in gaps)
+        lines.append(
+            f"| {arm} | {reached} / {len(gaps)} | {', '.join(f'{x:+.4f}' for x in gaps)} | "
+            f"{', '.join(f'{x:.2f}' for x in ratios)} |"
+        )
+    return lines
+
+
 def main() -> None:
     from i2m2_ray import tuning
     from i2m2_ray.config import load_config
@@ -43,32 +96,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6, help="epochs per trial (product.epochs)")
     p.add_argument("--max-concurrent", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="sweep seeds (run.seed and the sampler's)")
     p.add_argument("--output-dir", default=str(REPO / "outputs" / "benchmarks" / "search_vs_grid"))
     p.add_argument(
-        "--arms", nargs="+", default=["optuna-asha", "grid"], choices=["optuna-asha", "grid"], help="arms to run"
+        "--arms",
+        nargs="+",
+        default=["optuna-asha-g1", "grid"],
+        choices=ARMS,
+        help="arms to run; optuna-asha-gN: ASHA with a grace period of N epochs",
     )
     args = p.parse_args()
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-
-    space_file = out / "space.yaml"
-    overrides = [f"product.epochs={args.epochs}", "product.init=scratch", f"run.seed={args.seed}"]
-    space_file.write_text(
-        yaml.safe_dump(
-            {
-                "experiment": "fastmri",
-                "base_config": str(REPO / "configs" / "fastmri_demo.yaml"),
-                "overrides": overrides,
-                "asha": {"grace_period": 1, "reduction_factor": 2},
-                "params": SPACE,
-            },
-            sort_keys=False,
-        )
-    )
-    search = tuning.load_search_file(space_file)
-    assert search.base_config is not None
-    base = load_config(search.base_config, search.overrides)
     trials = 1
     for values in GRID.values():
         trials *= len(values)
@@ -77,52 +116,65 @@ def main() -> None:
 
     from i2m2_ray.cli.session import init_ray
 
-    init_ray(None, base, concurrent_models=args.max_concurrent)
+    first = tuning.load_search_file(write_space(out, args.epochs, args.seeds[0], 1))
+    assert first.base_config is not None
+    init_ray(None, load_config(first.base_config, first.overrides), concurrent_models=args.max_concurrent)
     results_file = out / "results.json"
     # arms run earlier into the same folder are kept (e.g. rerunning one arm)
     report: dict[str, dict[str, Any]] = json.loads(results_file.read_text()) if results_file.is_file() else {}
     try:
-        prepared = get_dataset("fastmri").load(base, out)  # base.data.data_dir is None: the sample
-        print(f"data: {prepared.sizes} samples", flush=True)
-        for strategy in args.arms:
-            name = f"bench-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
-            opts = tuning.SweepOptions(
-                experiment="fastmri",
-                search=search,
-                base=base,
-                output_dir=out,
-                trials=trials,
-                max_concurrent=args.max_concurrent,
-                name=name,
-                strategy=strategy,
-                grid=GRID if strategy == "grid" else {},
-            )
-            t0 = time.perf_counter()
-            result = tuning.run_sweep(opts, prepared)
-            wall = time.perf_counter() - t0
-            best = result.best
-            report[strategy] = {
-                "trials": len(result.rows),
-                "completed": sum(r.status == "completed" for r in result.rows),
-                "stopped_early": sum(r.status == "stopped" for r in result.rows),
-                "best_val_auroc_mean": best.score if best else float("nan"),
-                "best_test_auroc_mean": best.test.get("auroc_mean", float("nan")) if best else float("nan"),
-                "best_params": best.raw if best else {},
-                "total_epochs": result.total_epochs,
-                "wall_seconds": wall,
-                "sweep": name,
-            }
-            print(json.dumps({strategy: report[strategy]}, indent=2), flush=True)
-            results_file.write_text(json.dumps(report, indent=2))
+        prepared = None
+        for seed in args.seeds:
+            for arm in args.arms:
+                search = tuning.load_search_file(write_space(out, args.epochs, seed, grace_of(arm)))
+                assert search.base_config is not None
+                base = load_config(search.base_config, search.overrides)
+                if prepared is None:  # the same sample for every seed (data.sample.seed is fixed)
+                    prepared = get_dataset("fastmri").load(base, out)
+                    print(f"data: {prepared.sizes} samples", flush=True)
+                strategy = "grid" if arm == "grid" else "optuna-asha"
+                name = f"bench-s{seed}-{arm}-{time.strftime('%Y%m%d-%H%M%S')}"
+                opts = tuning.SweepOptions(
+                    experiment="fastmri",
+                    search=search,
+                    base=base,
+                    output_dir=out,
+                    trials=trials,
+                    max_concurrent=args.max_concurrent,
+                    name=name,
+                    strategy=strategy,
+                    grid=GRID if strategy == "grid" else {},
+                )
+                t0 = time.perf_counter()
+                result = tuning.run_sweep(opts, prepared)
+                wall = time.perf_counter() - t0
+                best = result.best
+                report[f"s{seed}/{arm}"] = {
+                    "seed": seed,
+                    "trials": len(result.rows),
+                    "completed": sum(r.status == "completed" for r in result.rows),
+                    "stopped_early": sum(r.status == "stopped" for r in result.rows),
+                    "best_val_auroc_mean": best.score if best else float("nan"),
+                    "best_test_auroc_mean": best.test.get("auroc_mean", float("nan")) if best else float("nan"),
+                    "best_params": best.raw if best else {},
+                    "total_epochs": result.total_epochs,
+                    "wall_seconds": wall,
+                    "load_average": os.getloadavg()[0],
+                    "sweep": name,
+                }
+                print(json.dumps({f"s{seed}/{arm}": report[f"s{seed}/{arm}"]}, indent=2), flush=True)
+                results_file.write_text(json.dumps(report, indent=2))
     finally:
         ray.shutdown()
-    print("\n| arm | trials | stopped early | best val AUROC | its test AUROC | epochs spent | wall (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for arm, r in report.items():
+    print("\n| seed | arm | trials | stopped early | best val AUROC | its test AUROC | epochs spent | wall (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for key, r in sorted(report.items()):
+        seed, arm = key.split("/", 1)
         print(
-            f"| {arm} | {r['trials']} | {r['stopped_early']} | {r['best_val_auroc_mean']:.4f} | "
+            f"| {seed[1:]} | {arm} | {r['trials']} | {r['stopped_early']} | {r['best_val_auroc_mean']:.4f} | "
             f"{r['best_test_auroc_mean']:.4f} | {r['total_epochs']} | {r['wall_seconds']:.0f} |"
         )
+    print("\n".join(summary_lines(report, args.seeds)))
     print(f"\nresults: {results_file}")
 
 

@@ -8,6 +8,8 @@ it starts).
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from typing import Any
 
 from ray.tune import Callback
@@ -130,3 +132,34 @@ class TrialTracker(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.tracker.call(self.close_run, trial, "FAILED", "error")
+
+
+class SchedulerState(Callback):
+    """Carries the trial scheduler's state (ASHA's rungs: each trial's value at each
+    milestone) across ``--resume``.
+
+    Tune saves the searcher's state and the callbacks' state with the experiment, but not the
+    scheduler's: restored on its own, ASHA would start with empty rungs and judge the trials
+    after an interruption against none of those before it. As a callback its state is saved
+    with the others (through the scheduler's own ``save``); the restored Tuner unpickles the
+    scheduler and this callback together, so ``scheduler`` here is the one the sweep runs.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "scheduler.pkl")
+            self.scheduler.save(path)
+            with open(path, "rb") as f:
+                return {"scheduler": f.read()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "scheduler.pkl")
+            with open(path, "wb") as f:
+                f.write(state["scheduler"])
+            self.scheduler.restore(path)
+        summary = self.scheduler.debug_string().replace("\n", "; ")
+        print(f"the scheduler carries on from before the interruption: {summary}", flush=True)

@@ -274,13 +274,18 @@ def _tuner(
         "time_budget_s": opts.time_budget_s,
         "trial_dirname_creator": trial_dirname,
     }
+    callbacks = [callback]
     if opts.strategy == "grid":
         tune_config = tune.TuneConfig(num_samples=1, **common)
         param_space: dict[str, Any] = {k: tune.grid_search(v) for k, v in opts.grid.items()}
     else:
+        from i2m2_ray.tuning.callback import SchedulerState
+
+        scheduler = _scheduler(opts)
+        callbacks.append(SchedulerState(scheduler))  # ASHA's rungs survive --resume
         tune_config = tune.TuneConfig(
             search_alg=_search_alg(opts, space, metric, mode),
-            scheduler=_scheduler(opts),
+            scheduler=scheduler,
             num_samples=opts.trials,
             **common,
         )
@@ -292,7 +297,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=opts.sweep_name,
             storage_path=opts.storage,
-            callbacks=[callback],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1,
         ),
