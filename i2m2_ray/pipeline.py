@@ -44,10 +44,10 @@ from i2m2_ray.rundir import (
 )
 from i2m2_ray.spec import I2M2, INTER, INTER_EXTENDED, PRODUCTS, component_paradigm, kind_of
 from i2m2_ray.training.checkpoint import CheckpointError, load_checkpoint
+from i2m2_ray.training.cores import CoreShare
 from i2m2_ray.training.launch import RECURRING, FitRequest, FitResult, fit_concurrently
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Pipeline:
         overwrite: bool = False,
         placement: Placement | None = None,
         register: str | None = None,
+        core_share: CoreShare | None = None,
     ) -> None:
         self.cfg = cfg
         self.register = register  # the registered-model name the I2M2 model gets (None: none)
@@ -142,6 +143,7 @@ class Pipeline:
             max_in_flight=placement.models_at_once if placement else None,
             placement=placement.describe() if placement else None,
             log_checkpoints=False,  # logged once they carry the prediction state (_complete_models)
+            core_share=core_share,
         )
 
     def _fingerprint(self) -> dict[str, Any]:
@@ -366,7 +368,9 @@ class StageFitter:
     a tracking failure never stops the fits.
 
     At most ``max_in_flight`` fits run at once (the placement's bound; the rest queue), and
-    ``placement`` (what the placement changed) is a param of every child run.
+    ``placement`` (what the placement changed) is a param of every child run. With a
+    ``core_share`` (a local Ray, ``run.deterministic: false``) the fits' workers take the
+    cores that finished fits left idle (:mod:`i2m2_ray.training.cores`).
 
     The pipeline's two stages use it, and so do sweeps, for the components their trials
     start from.
@@ -384,9 +388,11 @@ class StageFitter:
         max_in_flight: int | None = None,
         placement: str | None = None,
         log_checkpoints: bool = True,
+        core_share: CoreShare | None = None,
     ) -> None:
         self.cfg = cfg
         self.data = prepared
+        self.core_share = core_share
         self.log_checkpoints = log_checkpoints  # False: the caller logs them later
         self.out = Path(folder).resolve()
         self.results_dir = self.out / "results"
@@ -402,7 +408,7 @@ class StageFitter:
         return (self.results_dir / f"{name}.json").is_file()
 
     def _request(self, name: str, run_id: str | None, init: dict[str, str]) -> FitRequest:
-        return FitRequest.from_config(
+        req = FitRequest.from_config(
             self.cfg,
             self.data,
             INTER if name == INTER_EXTENDED else name,  # the control is an inter expert
@@ -415,6 +421,9 @@ class StageFitter:
             run_id=run_id,
             assess_test_sets=True,  # stage 3 of the extra test sets (VQA-VS's OOD sets)
         )
+        if self.core_share is not None:
+            req.loop.core_share = self.core_share.folder
+        return req
 
     def _record(self, run_id: str | None, res: FitResult, history: bool) -> None:
         """Test metrics, checkpoint and ROC plot of one model to its child run."""
@@ -465,7 +474,7 @@ class StageFitter:
             todo[name] = self._request(name, runs[name], init_for.get(name, {}))
         self.run_ids.update(runs)
         errors: dict[str, Exception] = {}
-        for name, res in fit_concurrently(todo, self.max_in_flight):
+        for name, res in fit_concurrently(todo, self.max_in_flight, self.core_share):
             if isinstance(res, Exception):
                 self.end(runs[name], "FAILED")
                 errors[name] = res

@@ -137,6 +137,34 @@ def test_a_held_training_split_changes_the_order_from_the_second_epoch_only(
     assert first[1]["train_loss"] != second[1]["train_loss"]
 
 
+@pytest.mark.slow
+def test_a_fit_alone_takes_the_idle_cores_once_its_split_is_held(
+    ray_local: None, tiny_fastmri: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With a core share (a local Ray, run.deterministic: false), a fit running alone takes
+    every core of the machine from the epoch its training split is held (epoch 2); epoch 1,
+    which streams, keeps its one CPU's thread. The driver's count is gone afterwards."""
+    from i2m2_ray.config import load_config
+    from i2m2_ray.data import fastmri
+    from i2m2_ray.training.cores import CoreShare, machine_cores
+    from i2m2_ray.training.launch import FitRequest, fit_concurrently
+
+    cfg = load_config(None, [*TINY_OVERRIDES, "train.epochs=2", "run.seed=3", "run.deterministic=false"])
+    req = FitRequest.from_config(
+        cfg,
+        fastmri.prepare(cfg, *tiny_fastmri),
+        "unimodal_magnitude",
+        storage_path=str(tmp_path / "storage"),
+        checkpoint_path=tmp_path / "alone.pt",
+    )
+    share = CoreShare(str(tmp_path / "cores"))
+    req.loop.core_share = share.folder
+    ((key, result),) = list(fit_concurrently({"alone": req}, share=share))
+    assert isinstance(result, FitResult), result
+    assert [h["torch_threads"] for h in result.history] == [1.0, float(machine_cores())]
+    assert not share.path.exists()
+
+
 def run_script(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
     return subprocess.Popen(
         [sys.executable, "experiments/fastmri.py", "--smoke-test", "--output-dir", str(out), *extra],

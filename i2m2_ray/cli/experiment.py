@@ -11,7 +11,7 @@ import sys
 from i2m2_ray import console
 from i2m2_ray.cli.common import build_parser, explicit_run_keys, import_plugins, preparse, resolve_config
 from i2m2_ray.cli.outputs import mlflow_command, resolve_output_dir
-from i2m2_ray.cli.session import check_shared_storage, init_ray
+from i2m2_ray.cli.session import check_shared_storage, init_ray, local_core_share
 from i2m2_ray.config import ConfigError
 from i2m2_ray.data import DataError, get_dataset
 from i2m2_ray.tracking import TRACKING_ENV
@@ -86,6 +86,7 @@ def run_experiment(experiment: str | None, argv: list[str] | None = None) -> int
                 overwrite=args.overwrite,
                 placement=placement,
                 register=args.register,
+                core_share=local_core_share(args.address, cfg),
             )
             result = pipeline.run()
         except (DataError, ConfigError) as exc:  # bad data or config, also found in training

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from i2m2_ray.config import ExperimentConfig
 from i2m2_ray.placement import (
@@ -21,6 +22,9 @@ from i2m2_ray.placement import (
     local_cpus,
     plan,
 )
+
+if TYPE_CHECKING:
+    from i2m2_ray.training.cores import CoreShare
 
 # Ray's switch for a Ray that is local to one machine: its node IP stays the loopback
 # address (ray.init otherwise turns 127.0.0.1 into the machine's address), so every server
@@ -77,6 +81,17 @@ def init_ray(
     for change in placement.changes:
         print(f"placement: {change}", flush=True)
     return placement
+
+
+def local_core_share(address: str | None, cfg: ExperimentConfig) -> CoreShare | None:
+    """Where the fits of a local Ray share the machine's idle cores, or None: a cluster (its
+    nodes are not this machine), or ``run.deterministic`` (thread counts that follow the
+    other fits' timing change the last digits; :mod:`i2m2_ray.training.cores`)."""
+    from i2m2_ray.training.cores import CoreShare
+
+    if address or os.environ.get("RAY_ADDRESS") or cfg.run.deterministic:
+        return None
+    return CoreShare()
 
 
 def local_gpus() -> int:

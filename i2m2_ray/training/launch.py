@@ -36,6 +36,7 @@ from i2m2_ray.training.worker import LoopConfig, train_loop
 if TYPE_CHECKING:
     from i2m2_ray.config import ExperimentConfig
     from i2m2_ray.data.base import PreparedData
+    from i2m2_ray.training.cores import CoreShare
 
 
 @dataclass
@@ -379,7 +380,7 @@ def fit(req: FitRequest) -> FitResult:
 
 
 def fit_concurrently(
-    requests: Mapping[str, FitRequest], max_in_flight: int | None = None
+    requests: Mapping[str, FitRequest], max_in_flight: int | None = None, share: CoreShare | None = None
 ) -> Iterator[tuple[str, FitResult | Exception]]:
     """Fit the requests, at most ``max_in_flight`` at once (None: all), each in a thread of
     this process; the others queue here, in order, so that fits the cluster cannot hold
@@ -390,7 +391,8 @@ def fit_concurrently(
     A fit only waits on its trainer's controller, an actor of Ray's: a thread holds no CPU
     of the cluster and costs no process of its own (a Ray task per fit cost each a Python
     process importing torch and Ray Train, ~10 s of CPU on a 2-core machine). The threads
-    are daemons: an interrupted driver exits without waiting for them.
+    are daemons: an interrupted driver exits without waiting for them. ``share``: where the
+    number of training workers running is kept for the workers (:mod:`i2m2_ray.training.cores`).
     """
     import queue
     import threading
@@ -405,12 +407,20 @@ def fit_concurrently(
 
     waiting = list(requests.items())
     limit = len(waiting) if max_in_flight is None else max(1, max_in_flight)
-    running = 0
-    while waiting or running:
-        while waiting and running < limit:
-            key, req = waiting.pop(0)
-            threading.Thread(target=run, args=(key, req), name=f"fit-{key}", daemon=True).start()
-            running += 1
-        key, result = finished.get()
-        running -= 1
-        yield key, result
+    running: dict[str, int] = {}  # key -> its workers
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit:
+                key, req = waiting.pop(0)
+                running[key] = req.num_workers
+                threading.Thread(target=run, args=(key, req), name=f"fit-{key}", daemon=True).start()
+            if share is not None:
+                share.set(sum(running.values()))
+            key, result = finished.get()
+            del running[key]
+            if share is not None:
+                share.set(sum(running.values()))
+            yield key, result
+    finally:
+        if share is not None:
+            share.close()

@@ -74,6 +74,9 @@ class LoopConfig:
     assess_test_sets: bool = False
     train_size: int = 0  # samples in the training split (sets the length of a learning-rate schedule)
     verbose: bool = False  # --verbose: Ray's own log lines in this worker too (i2m2_ray.console)
+    # the folder of the machine's running-worker counts (i2m2_ray.training.cores): when set,
+    # a CPU worker whose training split is held takes the cores the other fits left idle
+    core_share: str | None = None
 
 
 def say(message: str) -> None:
@@ -311,6 +314,20 @@ def load_resume_checkpoint(latest: Any, name: str | None) -> tuple[dict[str, Any
     ) from None
 
 
+def _share_idle_cores(lc: LoopConfig) -> None:
+    """Take this epoch's share of the machine's cores (see :mod:`i2m2_ray.training.cores`);
+    a line when the number of threads changes."""
+    from i2m2_ray.training import cores
+
+    assert lc.core_share is not None
+    base = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    workers = cores.running_workers(lc.core_share)
+    threads = cores.threads_for(base, cores.machine_cores(), workers)
+    if threads != torch.get_num_threads():
+        say(f"[{lc.name}] torch threads {torch.get_num_threads()} -> {threads} ({workers} training workers running)")
+        torch.set_num_threads(threads)
+
+
 def run_epochs(run: WorkerRun) -> None:
     """Train until ``epochs`` or early stopping; validate on rank 0 after every epoch and
     report its metrics with a checkpoint (every epoch can be resumed from)."""
@@ -327,8 +344,10 @@ def run_epochs(run: WorkerRun) -> None:
     for epoch in range(state["epoch"], t.epochs):
         if state["stopped"]:
             break
-        t0, c0 = time.perf_counter(), time.process_time()
         was_held = run.holding("train")
+        if was_held and lc.core_share and not torch.cuda.is_available():
+            _share_idle_cores(lc)
+        t0, c0 = time.perf_counter(), time.process_time()
         batches = run.train_batches(train_shard, epoch)
         # rank 0 writes a line a minute within a long epoch
         feed = console.every_minute(batches, f"[{lc.name}] epoch {epoch + 1}/{t.epochs}") if run.rank == 0 else batches
@@ -354,6 +373,7 @@ def run_epochs(run: WorkerRun) -> None:
                 # per CPU-second of this worker process (all its threads): unlike samples/s,
                 # not lowered by other jobs on the machine
                 "samples_per_cpu_s": seen / max(train_cpu, 1e-9),
+                "torch_threads": float(torch.get_num_threads()),  # this worker's; a core share changes it
             }
         )
         value = metrics.get(f"val_{monitor}", math.nan)
