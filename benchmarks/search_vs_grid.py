@@ -8,6 +8,7 @@ trial, the training epochs spent in all, and the wall time.
 
     python benchmarks/search_vs_grid.py                       # 8 trials per arm, 6 epochs each
     python benchmarks/search_vs_grid.py --seeds 0 1 2 --arms grid optuna-asha-g1 optuna-asha-g2
+    python benchmarks/search_vs_grid.py --arms optuna-asha-b3 optuna-asha-t16   # brackets; more trials
     python benchmarks/search_vs_grid.py --epochs 4 --max-concurrent 2 --output-dir /tmp/bench
 
 Each (seed, arm) is one sweep; ``results.json`` keys them ``s<seed>/<arm>``. Selection is on
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +46,37 @@ GRID: dict[str, list[Any]] = {
 }
 
 
-ARMS = ("grid", "optuna-asha-g1", "optuna-asha-g2", "optuna-asha-g3")
+# "grid", or "optuna-asha" with optional parts: -g<N> the grace period in epochs (default 1),
+# -b<B> ASHA brackets (asynchronous HyperBand, default 1), -t<T> trials (default: the grid's)
+ARM = re.compile(r"grid|optuna-asha(?:-g(?P<grace>\d+))?(?:-b(?P<brackets>\d+))?(?:-t(?P<trials>\d+))?")
 
 
-def grace_of(arm: str) -> int:
-    """The ASHA grace period an ``optuna-asha-g<N>`` arm names (``optuna-asha``: 1)."""
-    return int(arm.rsplit("-g", 1)[1]) if "-g" in arm else 1
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    grace: int = 1
+    brackets: int = 1
+    trials: int | None = None  # None: as many as the grid has points
 
 
-def write_space(out: Path, epochs: int, seed: int, grace: int) -> Path:
+def parse_arm(name: str) -> Arm:
+    """``optuna-asha-g2-b3-t16`` -> grace period 2, 3 brackets, 16 trials."""
+    m = ARM.fullmatch(name)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"arm {name!r}: expected grid or optuna-asha[-g<N>][-b<B>][-t<T>]")
+    parts = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    return Arm(name, parts.get("grace", 1), parts.get("brackets", 1), parts.get("trials"))
+
+
+def write_space(out: Path, epochs: int, seed: int, arm: Arm) -> Path:
     """The search file of one arm and seed (an I2M2 product from scratch over SPACE)."""
-    path = out / f"space_s{seed}_g{grace}.yaml"
+    path = out / f"space_s{seed}_g{arm.grace}_b{arm.brackets}.yaml"
     overrides = [f"product.epochs={epochs}", "product.init=scratch", f"run.seed={seed}"]
     body = {
         "experiment": "fastmri",
         "base_config": str(REPO / "configs" / "fastmri_demo.yaml"),
         "overrides": overrides,
-        "asha": {"grace_period": grace, "reduction_factor": 2},
+        "asha": {"grace_period": arm.grace, "reduction_factor": 2, "brackets": arm.brackets},
         "params": SPACE,
     }
     path.write_text(yaml.safe_dump(body, sort_keys=False))
@@ -138,27 +155,27 @@ def run_arms(args: argparse.Namespace, out: Path, report: dict[str, dict[str, An
 
     from i2m2_ray.cli.session import init_ray
 
-    first = tuning.load_search_file(write_space(out, args.epochs, args.seeds[0], 1))
+    first = tuning.load_search_file(write_space(out, args.epochs, args.seeds[0], Arm("grid")))
     assert first.base_config is not None
     init_ray(None, load_config(first.base_config, first.overrides), concurrent_models=args.max_concurrent)
     try:
         prepared = None
         for seed in args.seeds:
-            for arm in args.arms:
-                search = tuning.load_search_file(write_space(out, args.epochs, seed, grace_of(arm)))
+            for arm in map(parse_arm, args.arms):
+                search = tuning.load_search_file(write_space(out, args.epochs, seed, arm))
                 assert search.base_config is not None
                 base = load_config(search.base_config, search.overrides)
                 if prepared is None:  # the same sample for every seed (data.sample.seed is fixed)
                     prepared = get_dataset("fastmri").load(base, out)
                     print(f"data: {prepared.sizes} samples", flush=True)
-                strategy = "grid" if arm == "grid" else "optuna-asha"
-                name = f"bench-s{seed}-{arm}-{time.strftime('%Y%m%d-%H%M%S')}"
+                strategy = "grid" if arm.name == "grid" else "optuna-asha"
+                name = f"bench-s{seed}-{arm.name}-{time.strftime('%Y%m%d-%H%M%S')}"
                 opts = tuning.SweepOptions(
                     experiment="fastmri",
                     search=search,
                     base=base,
                     output_dir=out,
-                    trials=trials,
+                    trials=arm.trials or trials,
                     max_concurrent=args.max_concurrent,
                     name=name,
                     strategy=strategy,
@@ -168,7 +185,8 @@ def run_arms(args: argparse.Namespace, out: Path, report: dict[str, dict[str, An
                 result = tuning.run_sweep(opts, prepared)
                 wall = time.perf_counter() - t0
                 best = result.best
-                report[f"s{seed}/{arm}"] = {
+                key = f"s{seed}/{arm.name}"
+                report[key] = {
                     "seed": seed,
                     "trials": len(result.rows),
                     "completed": sum(r.status == "completed" for r in result.rows),
@@ -181,7 +199,7 @@ def run_arms(args: argparse.Namespace, out: Path, report: dict[str, dict[str, An
                     "load_average": os.getloadavg()[0],
                     "sweep": name,
                 }
-                print(json.dumps({f"s{seed}/{arm}": report[f"s{seed}/{arm}"]}, indent=2), flush=True)
+                print(json.dumps({key: report[key]}, indent=2), flush=True)
                 results_file.write_text(json.dumps(report, indent=2))
     finally:
         ray.shutdown()
@@ -197,8 +215,9 @@ def main() -> None:
         "--arms",
         nargs="+",
         default=["optuna-asha-g1", "grid"],
-        choices=ARMS,
-        help="arms to run; optuna-asha-gN: ASHA with a grace period of N epochs",
+        type=lambda a: parse_arm(a).name,
+        help="arms to run: grid, or optuna-asha[-g<N>][-b<B>][-t<T>] (ASHA with a grace period "
+        "of N epochs, default 1; B brackets, default 1; T trials, default the grid's 8)",
     )
     p.add_argument("--table-only", action="store_true", help="run nothing: the tables of --output-dir")
     args = p.parse_args()

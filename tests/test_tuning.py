@@ -247,6 +247,40 @@ def test_a_choice_the_config_refuses_fails_before_the_sweep() -> None:
         parse_search_file({"params": {"product.lr": {"low": 1e-4, "high": 1e-2}}, "trials": 3}, Path("x.yaml"))
 
 
+def test_asha_brackets_are_hyperband_grace_periods_drawn_with_the_run_seed(tmp_path: Path) -> None:
+    """``asha.brackets: 3`` over 6-epoch trials (rungs strictly before epoch 6): brackets
+    with grace periods 1, 2 and 4 epochs; the draw of each trial's bracket repeats with the
+    seed."""
+    from ray.tune.experiment import Trial
+
+    from i2m2_ray.tuning import SweepOptions
+    from i2m2_ray.tuning.sweep import _scheduler
+
+    body = {
+        "asha": {"grace_period": 1, "reduction_factor": 2, "brackets": 3},
+        "params": {"product.lr": {"low": 1e-4, "high": 1e-2}},
+    }
+    search = parse_search_file(body, tmp_path / "s.yaml")
+    assert (search.asha.grace_period, search.asha.brackets) == (1, 3)
+    base = load_config(REPO / "configs" / "fastmri_demo.yaml", ["product.epochs=6"])
+
+    def draws() -> list[list[float]]:
+        scheduler = _scheduler(SweepOptions("fastmri", search, base, tmp_path, trials=8, max_concurrent=2))
+        scheduler.set_search_properties("val_auroc_mean", "max")
+        picked = []
+        for i in range(8):
+            trial = Trial("__fake", trial_id=f"t{i}", stub=True)
+            scheduler.on_trial_add(None, trial)
+            picked.append(sorted(milestone for milestone, _ in scheduler._trial_info[trial.trial_id]._rungs))
+        return picked
+
+    first = draws()
+    assert {tuple(r) for r in first} <= {(1, 2, 4), (2, 4), (4,)} and len({tuple(r) for r in first}) > 1
+    assert draws() == first
+    with pytest.raises(ConfigError, match="asha.grace_period and asha.brackets must be >= 1"):
+        parse_search_file({**body, "asha": {"brackets": 0}}, tmp_path / "s.yaml")
+
+
 def test_optuna_search_uses_the_space_and_survives_a_save_and_restore(tmp_path: Path) -> None:
     from ray.tune.search.optuna import OptunaSearch
 

@@ -5,7 +5,7 @@ A sweep is described by a YAML file (``configs/search/<experiment>_demo.yaml`` .
 
     base_config: ../fastmri_demo.yaml     # the config every trial starts from
     overrides: [product.epochs=6]         # fixed for every trial
-    asha: {grace_period: 1, reduction_factor: 2}
+    asha: {grace_period: 1, reduction_factor: 2}   # brackets: N for N grace periods (HyperBand)
     params:                               # searched, in this order (conditions look back)
       product.init: {choices: [components, scratch]}
       product.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
@@ -432,8 +432,12 @@ class TrialRecipe:
 
 @dataclass(frozen=True)
 class AshaSettings:
+    """ASHA's schedule. ``brackets`` > 1 is asynchronous HyperBand: bracket ``s`` has the
+    grace period ``grace_period * reduction_factor**s``, and each trial joins one bracket."""
+
     grace_period: int = 1
     reduction_factor: float = 2.0
+    brackets: int = 1
 
 
 @dataclass
@@ -466,11 +470,15 @@ def parse_search_file(data: Mapping[str, Any], path: Path) -> SearchFile:
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError(f"{path}: 'overrides' must be a list of 'section.key=value' strings")
     asha_raw = data.get("asha") or {}
-    if not isinstance(asha_raw, Mapping) or set(asha_raw) - {"grace_period", "reduction_factor"}:
-        raise ConfigError(f"{path}: 'asha' takes grace_period and reduction_factor")
-    asha = AshaSettings(int(asha_raw.get("grace_period", 1)), float(asha_raw.get("reduction_factor", 2.0)))
-    if asha.grace_period < 1 or asha.reduction_factor <= 1:
-        raise ConfigError(f"{path}: asha.grace_period must be >= 1 and asha.reduction_factor > 1")
+    if not isinstance(asha_raw, Mapping) or set(asha_raw) - {"grace_period", "reduction_factor", "brackets"}:
+        raise ConfigError(f"{path}: 'asha' takes grace_period, reduction_factor and brackets")
+    asha = AshaSettings(
+        int(asha_raw.get("grace_period", 1)),
+        float(asha_raw.get("reduction_factor", 2.0)),
+        int(asha_raw.get("brackets", 1)),
+    )
+    if asha.grace_period < 1 or asha.reduction_factor <= 1 or asha.brackets < 1:
+        raise ConfigError(f"{path}: asha.grace_period and asha.brackets must be >= 1 and asha.reduction_factor > 1")
     experiment = data.get("experiment")
     return SearchFile(path, space, base_path, list(overrides), asha, experiment, dict(data))
 

@@ -208,6 +208,12 @@ def _scheduler(opts: SweepOptions) -> Any:
 
     check_schedule(opts)
     epochs, asha = opts.base.product.epochs, opts.search.asha
+    if asha.brackets > 1:
+        import numpy as np
+
+        # Tune draws each new trial's bracket from NumPy's global generator; seeded, the
+        # same sweep puts the same trials in the same brackets.
+        np.random.seed(opts.base.run.seed)
     # Rungs strictly before the last epoch: a trial that reaches its last epoch is never
     # stopped there, so it always gets to score the test split.
     return ASHAScheduler(
@@ -215,6 +221,7 @@ def _scheduler(opts: SweepOptions) -> Any:
         max_t=max(asha.grace_period, epochs - 1),
         grace_period=asha.grace_period,
         reduction_factor=asha.reduction_factor,
+        brackets=asha.brackets,
         stop_last_trials=False,
     )
 
