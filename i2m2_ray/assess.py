@@ -65,6 +65,8 @@ def robustness_reports(
     # object store cannot hold): the test split, and the training rows the input statistics
     # come from unless they are given
     datasets = {"test": prepared.datasets["test"].materialize()}
+    # the extra test sets (VQA-VS's OOD sets, "test_ood_<set>") get the same passes
+    datasets.update({k: d.materialize() for k, d in prepared.datasets.items() if k.startswith("test_")})
     if stats is None:
         datasets["train"] = prepared.datasets["train"].limit(settings.stats_samples).materialize()
     shared = ray.put(stats)
@@ -81,14 +83,15 @@ def reliability_curves(
 def flatten_robustness(report: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, float]:
     """A robustness report as summary entries: ``missing.<modality>.<metric>`` for every
     metric, and ``robustness.<modality>.relative_<metric>`` (the area under the metric
-    against the noise level) for ``metrics``."""
+    against the noise level) for ``metrics``, on the test split and on every extra test set
+    the report has (``relative_ood_kw_vqa_score``)."""
     from i2m2_ray.evaluation import relative_robustness
 
     out: dict[str, float] = {}
     for m, scored in report.get(MISSING, {}).items():
         out.update({f"{MISSING}.{m}.{k}": float(v) for k, v in scored.items()})
     for m, curve in report.get("noise", {}).items():
-        for k in metrics:
+        for k in set_metric_names(report, metrics):
             values = [float(c.get(k, np.nan)) for c in curve["metrics"]]
             if all(np.isfinite(values)):
                 out[f"{ROBUSTNESS}.{m}.relative_{k}"] = relative_robustness(curve["levels"], values)
@@ -110,7 +113,7 @@ def effective_robustness_entries(
         for m, curve in report.get("noise", {}).items():
             if m not in base:
                 continue
-            for k in metrics:
+            for k in set_metric_names(report, metrics):
                 f = [float(c.get(k, np.nan)) for c in curve["metrics"]]
                 b = [float(c.get(k, np.nan)) for c in base[m]["metrics"]]
                 if all(np.isfinite(f)) and all(np.isfinite(b)) and len(f) == len(b):
@@ -129,7 +132,8 @@ def assess_model(
 ) -> dict[str, Any]:
     """The robustness report of one trained model (run it where the data can be read, e.g.
     in a Ray task): each modality missing, each modality noisy at every level, on the test
-    split, from the model's best weights in ``checkpoint``. The training-split statistics
+    split and on every extra test set in ``datasets`` (``test_<set>``, merged in by
+    :func:`merge_set_reports`), from the model's best weights in ``checkpoint``. The training-split statistics
     (missing-modality fill, noise scale) are ``stats`` when given, else estimated from the
     first ``settings.stats_samples`` rows of ``datasets["train"]``."""
     import torch
@@ -149,18 +153,57 @@ def assess_model(
     def test() -> Any:
         return datasets["test"].iter_torch_batches(batch_size=batch_size, device=device)
 
-    report: dict[str, Any] = robustness(
-        model,
-        test,
-        spec,
-        stats,
-        settings.noise_levels,
-        fill=settings.fill,
-        pad_id=int(facts.get("pad_token_id", 0)),
-        seed=settings.seed,
-    )
+    def passes(split: str) -> dict[str, Any]:
+        def batches() -> Any:
+            return datasets[split].iter_torch_batches(batch_size=batch_size, device=device)
+
+        pad_id = int(facts.get("pad_token_id", 0))
+        return robustness(
+            model, batches, spec, stats, settings.noise_levels, fill=settings.fill, pad_id=pad_id, seed=settings.seed
+        )
+
+    report: dict[str, Any] = passes("test")
+    extra = sorted(k for k in datasets if k.startswith("test_"))
+    if extra:
+        report = merge_set_reports(report, {k.removeprefix("test_"): passes(k) for k in extra})
     report["stats_samples"] = stats.samples
     return report
+
+
+def merge_set_reports(report: Mapping[str, Any], sets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The test split's robustness report with the extra test sets' (``sets``: set name ->
+    its report, e.g. ``ood_kw``) merged in as ``<set>_<metric>`` beside the test metrics of
+    each missing modality and noise level, and ``<group>_mean_<metric>`` over each group's
+    sets (as their clean test metrics are named); ``"sets"`` lists the set names."""
+    from i2m2_ray.training.metrics import group_means, prefixed_metrics
+
+    def merged(base: Mapping[str, float], per_set: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        out = dict(base)
+        for name, scored in per_set.items():
+            out.update(prefixed_metrics(name, scored))
+        out.update(group_means(out, list(per_set)))
+        return out
+
+    missing = {
+        m: merged(scored, {n: r["missing"][m] for n, r in sets.items()})
+        for m, scored in report.get(MISSING, {}).items()
+    }
+    noise = {}
+    for m, curve in report.get("noise", {}).items():
+        levels = [
+            merged(scored, {n: r["noise"][m]["metrics"][i] for n, r in sets.items()})
+            for i, scored in enumerate(curve["metrics"])
+        ]
+        noise[m] = {"levels": list(curve["levels"]), "metrics": levels}
+    return {**report, MISSING: missing, "noise": noise, "sets": list(sets)}
+
+
+def set_metric_names(report: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
+    """``metrics`` and their names on every extra test set of ``report`` and on each group's
+    mean over its sets (``ood_kw_vqa_score``, ``ood_mean_vqa_score``)."""
+    sets = list(report.get("sets", []))
+    groups = sorted({s.split("_", 1)[0] + "_mean" for s in sets if "_" in s})
+    return list(metrics) + [f"{s}_{k}" for s in [*sets, *groups] for k in metrics]
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any], facts: Mapping[str, Any]) -> tuple[Any, Any]:

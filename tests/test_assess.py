@@ -88,6 +88,20 @@ def test_a_trained_model_is_assessed_on_real_ray_data(ray_local: None, tmp_path:
         str(path), {"test": data["test"]}, facts, AssessSettings(noise_levels=(0.0, 1.0), stats_samples=32), 8, stats
     )
     assert given == report
+    # extra test sets (VQA-VS's OOD sets): the same passes, merged in as "<set>_<metric>"
+    # with the group's mean; a set holding the test rows scores exactly as the test split
+    sets = {**data, "test_ood_same": data["test"], "test_ood_other": ray.data.from_items(rows[16:40])}
+    both = assess_model(str(path), sets, facts, AssessSettings(noise_levels=(0.0, 1.0), stats_samples=32), 8)
+    assert both["sets"] == ["ood_other", "ood_same"]
+    for scored in [*both["missing"].values(), *(c for m in both["noise"].values() for c in m["metrics"])]:
+        assert all(scored[f"ood_same_{k}"] == scored[k] for k in ("accuracy", "auroc"))
+        mean = (scored["ood_same_accuracy"] + scored["ood_other_accuracy"]) / 2
+        assert scored["ood_mean_accuracy"] == pytest.approx(mean)
+    test_only = {k: v for k, v in both["missing"]["static"].items() if not k.startswith("ood_")}
+    assert test_only == report["missing"]["static"]
+    flat = flatten_robustness(both, ["accuracy"])
+    assert flat["robustness.static.relative_ood_same_accuracy"] == flat["robustness.static.relative_accuracy"]
+    assert "robustness.static.relative_ood_mean_accuracy" in flat and "missing.timeseries.ood_other_auroc" in flat
 
 
 def test_stage_three_gives_entries_and_figures_for_every_model(tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ def check_vqa_outputs(out: Path) -> None:
             assert low <= m[f"{prefix}vqa_score"] <= high, (name, prefix, low, high)
             assert 0.0 <= m[f"{prefix}ece"] <= 1.0 and 0.0 <= m[f"{prefix}brier"] < float("inf"), (name, prefix)
         assert not any(k.startswith("ood_mean_") and k.endswith(("_ci_low", "_ci_high")) for k in m)
+        # a modality missing or noisy, on the IID set and on every OOD set
+        for modality in ("image", "text"):
+            for prefix in ["", "ood_mean_", *(f"{s}_" for s in sets)]:
+                assert 0.0 <= m[f"missing.{modality}.{prefix}vqa_score"] <= 1.0, (name, modality, prefix)
+                assert 0.0 <= m[f"robustness.{modality}.relative_{prefix}vqa_score"] <= 1.0, (name, modality, prefix)
     children = child_metrics(out, "vqa")
     assert sorted(children) == sorted(PARADIGMS)
     for m in children.values():
@@ -82,13 +87,16 @@ def test_nlvr2_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_vqa_through_ray_job_submit(tmp_path: Path) -> None:
     """``ray job submit`` to a running cluster (one node here), as on a real one: every
-    paradigm, every test set, stage 3 on each (the VQA-VS pipeline's one end-to-end run;
-    NLVR2's runs on a local Ray)."""
+    paradigm, every test set, stage 3 on each, missing and noisy modalities included (the
+    VQA-VS pipeline's one end-to-end run; NLVR2's runs on a local Ray)."""
     head = RayHead(num_cpus=4)
     try:
         head.wait_ready()
         out = tmp_path / "out"
-        proc = submit_job(head, "python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out))
+        proc = submit_job(
+            head, "python", "experiments/vqa.py", "--smoke-test", "--output-dir", str(out),
+            "--set", "evaluation.robustness=true",
+        )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout and "Test metrics per paradigm" in proc.stdout
         check_vqa_outputs(out)
