@@ -1,6 +1,7 @@
 """Performance benchmarks of the platform (issue 6): one sub-command per table.
 
     python benchmarks/perf.py overhead   # Ray Train + Ray Data loop vs a plain PyTorch loop
+    python benchmarks/perf.py overhead --datasets avmnist --repeats 5   # + 4 more interleaved rounds
     python benchmarks/perf.py pipeline   # fastMRI slices/s: Ray Data vs bare torch.fft, per core
     python benchmarks/perf.py cost       # I2M2 step time vs the sum of its experts' step times
     python benchmarks/perf.py scaling    # 1 vs 2 Ray Train workers
@@ -383,6 +384,11 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
             r = res[arm]
             rows.append([name, f"Ray Train + Ray Data ({label})", r["samples_per_s"], r["ratio_to_plain"],
                          r["samples_per_cpu_s"], r["cpu_ratio_to_plain"]])  # fmt: skip
+        if "rounds" in res:
+            rd = res["rounds"]
+            label = f"held (default), median (range) of {len(rd['per_round'])} interleaved rounds"
+            rows.append([name, label, "", spread(rd["ratio_median"], rd["ratio_range"]), "",
+                         spread(rd["cpu_ratio_median"], rd["cpu_ratio_range"])])  # fmt: skip
     print(table(["dataset", "loop", "samples/s", "ratio", "samples per worker CPU-s", "ratio"], rows))
     return {"datasets": out, "target_ratio": 0.9}
 
@@ -423,7 +429,50 @@ def _overhead_one(name: str, args: argparse.Namespace, epochs: int) -> dict[str,
     for arm in OVERHEAD_ARMS:
         res[arm]["ratio_to_plain"] = res[arm]["samples_per_s"] / res["plain"]["samples_per_s"]
         res[arm]["cpu_ratio_to_plain"] = res[arm]["samples_per_cpu_s"] / res["plain"]["samples_per_cpu_s"]
+    if args.repeats > 1:
+        res["rounds"] = held_rounds(cfg, prepared, arrays, epochs, args.repeats, res)
     return res
+
+
+def spread(median: float, bounds: Sequence[float]) -> str:
+    return f"{median:.2f} ({bounds[0]:.2f}-{bounds[1]:.2f})"
+
+
+def held_rounds(
+    cfg: ExperimentConfig,
+    prepared: Any,
+    arrays: dict[str, np.ndarray],
+    epochs: int,
+    repeats: int,
+    first: dict[str, Any],
+) -> dict[str, Any]:
+    """The default arm (held) against the plain loop, ``repeats`` times: the first round is
+    the one above, each later one runs the two back to back, in alternating order, so that
+    the machine's drift over minutes falls on both arms alike. Ratios per round and their
+    median and range."""
+    rounds = [{"plain": first["plain"], "ray_held": first["ray_held"], "order": "plain, held"}]
+    rounds[0]["load"] = first["load_before"]
+    for r in range(1, repeats):
+        load = loadavg()
+        if r % 2:  # held first in odd rounds
+            held = ray_fit(cfg, prepared, 1)
+            plain = plain_fit(cfg, prepared, arrays, epochs)
+        else:
+            plain = plain_fit(cfg, prepared, arrays, epochs)
+            held = ray_fit(cfg, prepared, 1)
+        order = "held, plain" if r % 2 else "plain, held"
+        rounds.append({"plain": plain, "ray_held": held, "order": order, "load": load})
+    for rd in rounds:
+        rd["ratio"] = rd["ray_held"]["samples_per_s"] / rd["plain"]["samples_per_s"]
+        rd["cpu_ratio"] = rd["ray_held"]["samples_per_cpu_s"] / rd["plain"]["samples_per_cpu_s"]
+    ratios, cpu = [rd["ratio"] for rd in rounds], [rd["cpu_ratio"] for rd in rounds]
+    return {
+        "per_round": rounds,
+        "ratio_median": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "cpu_ratio_median": statistics.median(cpu),
+        "cpu_ratio_range": [min(cpu), max(cpu)],
+    }
 
 
 def torch_preprocess(slices: Sequence[Any], pad: int, crop: int) -> tuple[Any, Any]:
@@ -468,7 +517,7 @@ def _pipeline_size(size: str, args: argparse.Namespace, cores: int, rounds: int)
             raw.append(f["kspace"][r["slice"]])
     # every path goes over the slices several times, so that a run lasts seconds: Ray's
     # per-execution start-up is amortised and CPU time (10 ms ticks) is resolved
-    repeat = 1 if args.tiny else max(1, 400 // len(raw))
+    repeat = 1 if args.tiny else max(1, args.slices // len(raw))
     index, raw = index * repeat, raw * repeat
     n = len(raw)
     pad, crop, bs = s["pad_width"], s["crop"], 16
@@ -754,7 +803,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-root", type=Path, default=REPO / "outputs" / "benchmarks")
     ap.add_argument("--datasets", nargs="+", default=["fastmri", "avmnist"], help="overhead: datasets")
     ap.add_argument("--epochs", type=int, default=5, help="overhead, scaling: epochs per run")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="overhead: rounds of the default (held) arm against the plain loop, interleaved")  # fmt: skip
     ap.add_argument("--sizes", nargs="+", default=["demo", "full"], choices=list(SIZES), help="pipeline, cost, memory")
+    ap.add_argument("--slices", type=int, default=400, help="pipeline: slices per timed run (the index repeated)")
     ap.add_argument("--steps", type=int, default=5, help="cost: steps per timing")
     ap.add_argument("--rounds", type=int, default=5, help="cost: timed rounds (models interleaved)")
     ap.add_argument("--full-batch", type=int, default=2, help="cost: batch at 320x320 on the CPU")

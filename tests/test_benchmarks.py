@@ -71,7 +71,8 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # seven small Ray Train runs; minutes on a busy 2-core machine
 def test_perf_tables_run_tiny(tmp_path: Path) -> None:
-    args = ["all", "--tiny", "--datasets", "fastmri", "--data", "materialized", "--out-root", str(tmp_path)]
+    args = ["all", "--tiny", "--datasets", "fastmri", "--data", "materialized", "--repeats", "2"]
+    args += ["--out-root", str(tmp_path)]
     stdout = _run(["benchmarks/perf.py", *args], timeout=2300)
     for header in ("samples/s", "slices/s", "step ms", "speed-up", "peak RSS"):
         assert header in stdout
@@ -85,6 +86,11 @@ def test_perf_tables_run_tiny(tmp_path: Path) -> None:
     for arm in ("plain", "ray_streaming", "ray_materialized", "ray_held"):
         assert _positive(over[arm]["samples_per_s"]), arm
     assert _positive(over["ray_streaming"]["ratio_to_plain"]) and _positive(over["ray_held"]["cpu_ratio_to_plain"])
+    rounds = over["rounds"]  # --repeats 2: the first round and one more, held first
+    assert [r["order"] for r in rounds["per_round"]] == ["plain, held", "held, plain"]
+    assert rounds["per_round"][0]["cpu_ratio"] == over["ray_held"]["cpu_ratio_to_plain"]
+    lo, hi = rounds["cpu_ratio_range"]
+    assert 0 < lo <= rounds["cpu_ratio_median"] <= hi
 
     pipe = load("data_pipeline")["sizes"]["tiny"]
     for key in ("torch_fft_1core", "numpy_compute_1core", "udf_in_process_1core", "ray_data", "ratio_per_core"):
