@@ -504,6 +504,7 @@ def _pipeline_size(size: str, args: argparse.Namespace, cores: int, rounds: int)
         build_index,
         image_to_modalities,
         kspace_to_image,
+        slice_batch_size,
         slice_dataset,
     )
 
@@ -539,9 +540,11 @@ def _pipeline_size(size: str, args: argparse.Namespace, cores: int, rounds: int)
     cols = {"path": np.array([r["path"] for r in index]), "slice": np.array([r["slice"] for r in index])}
     cols.update({label_column(h): np.array([r[label_column(h)] for r in index]) for h in LABELS})
 
+    udf_bs = slice_batch_size(crop)  # the batches Ray Data hands the same UDF
+
     def udf_in_process() -> None:
-        for i in range(0, n, bs):
-            prep({k: v[i : i + bs] for k, v in cols.items()})
+        for i in range(0, n, udf_bs):
+            prep({k: v[i : i + udf_bs] for k, v in cols.items()})
 
     def ray_data() -> None:
         for _ in slice_dataset(index, pad, crop).iter_batches(batch_size=bs, batch_format="numpy"):
@@ -574,6 +577,7 @@ def _pipeline_size(size: str, args: argparse.Namespace, cores: int, rounds: int)
     res["torch_fft_1core"], res["torch_fft_rounds"] = rate(torch_fft)
     res["numpy_compute_1core"], _ = rate(numpy_compute)
     res["udf_in_process_1core"], _ = rate(udf_in_process)
+    res["udf_batch"] = udf_bs
     torch.set_num_threads(threads)
     start_ray()  # only now: the in-process figures above run without Ray's processes
     time.sleep(2)
@@ -589,6 +593,7 @@ def _pipeline_size(size: str, args: argparse.Namespace, cores: int, rounds: int)
     res["per_cpu_second"] = dict(cpu_rates)
     res["ratio_per_cpu_second"] = cpu_rates["ray_data"] / cpu_rates["torch_fft"]
     res["ratio_per_cpu_second_less_idle"] = cpu_rates["ray_data_less_idle"] / cpu_rates["torch_fft"]
+    res["ray_data_to_udf_per_cpu_second"] = cpu_rates["ray_data"] / cpu_rates["udf_in_process"]  # Ray's own cost
     res["load_after"] = loadavg()
     return res
 
@@ -620,7 +625,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             ],  # fmt: skip
             [
                 tag,
-                "project UDF in-process (HDF5 read + compute)",
+                f"project UDF in-process (HDF5 read + compute, {res['udf_batch']} per call)",
                 res["udf_in_process_1core"],
                 res["udf_in_process_1core"] / t,
                 c["udf_in_process"],

@@ -378,6 +378,11 @@ def volume_split(volumes: Sequence[str], fractions: Sequence[float], seed: int) 
 SLICE_BATCH_BYTES = 8 << 20  # output bytes per preprocessing batch (magnitude + phase, float32)
 
 
+def slice_batch_size(crop: int) -> int:
+    """Slices per Ray Data batch: about ``SLICE_BATCH_BYTES`` of float32 magnitude and phase."""
+    return max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
+
+
 def slice_dataset(
     rows: list[dict[str, Any]], pad_width: int, crop: int, shuffle_seed: int | None = None
 ) -> ray.data.Dataset:
@@ -388,7 +393,7 @@ def slice_dataset(
     each Ray Data task costs tens of milliseconds of scheduling and transfer, which small
     slices would not amortise (benchmarks/README.md, data pipeline).
     """
-    batch = max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
+    batch = slice_batch_size(crop)
     return index_dataset(
         rows,
         SlicePreprocessor(pad_width, crop),
@@ -486,7 +491,7 @@ def predict_data(source: PredictSource, state: Mapping[str, Any]) -> PredictInpu
         notes.append(f"{len(wide)} volume(s) wider than the pad width {pad_width} left out, e.g. {wide[:3]}")
     if not rows:
         raise DataError(f"{source.data_dir}: no usable volumes (width <= {pad_width})")
-    batch = max(16, min(512, SLICE_BATCH_BYTES // (crop * crop * 8)))
+    batch = slice_batch_size(crop)
     ds = index_dataset(
         rows, SlicePreprocessor(pad_width, crop, keep=("volume", "slice")), batch_size=batch,
         blocks=min(len(rows) // batch, 64),
