@@ -133,9 +133,9 @@ def assess_model(
     """The robustness report of one trained model (run it where the data can be read, e.g.
     in a Ray task): each modality missing, each modality noisy at every level, on the test
     split and on every extra test set in ``datasets`` (``test_<set>``, merged in by
-    :func:`merge_set_reports`), from the model's best weights in ``checkpoint``. The training-split statistics
-    (missing-modality fill, noise scale) are ``stats`` when given, else estimated from the
-    first ``settings.stats_samples`` rows of ``datasets["train"]``."""
+    :func:`merge_set_reports`), from the model's best weights in ``checkpoint``. The
+    training-split statistics (missing-modality fill, noise scale) are ``stats`` when given,
+    else estimated from the first ``settings.stats_samples`` rows of ``datasets["train"]``."""
     import torch
 
     from i2m2_ray.training.checkpoint import load_checkpoint
@@ -149,9 +149,6 @@ def assess_model(
     if stats is None:
         train = datasets["train"].iter_torch_batches(batch_size=batch_size)
         stats = input_stats(train, spec.modalities, settings.stats_samples)
-
-    def test() -> Any:
-        return datasets["test"].iter_torch_batches(batch_size=batch_size, device=device)
 
     def passes(split: str) -> dict[str, Any]:
         def batches() -> Any:
