@@ -320,6 +320,33 @@ def test_trial_concurrency_follows_the_cluster() -> None:
         trial_concurrency(8, {"CPU": 64}, gpu, trials=40)
 
 
+@pytest.mark.timeout(300)  # without the wait this can deadlock: fail, never hang the suite
+def test_final_report_waits_until_the_last_train_report_is_relayed(ray_local: None, tmp_path: Path) -> None:
+    """A trial whose fit's last epoch report is still on Ray's relay queue when the trial
+    reports its final result (the race that left a sweep RUNNING for ever): the final report
+    waits until the epoch report has reached Tune, and both arrive, in order."""
+    from ray import tune
+
+    from i2m2_ray.tuning.trial import TRIAL_DRIVER_RESOURCES, wait_for_relayed_reports
+
+    def trainable(config: dict[str, Any]) -> None:
+        from ray.train._internal.session import get_session
+
+        # what TuneReportCallback does with a Train worker's report at the end of an epoch
+        get_session()._get_or_create_inter_actor_queue().put({"score": 1.0, "epoch": 1})
+        wait_for_relayed_reports(timeout_s=60, quiet_s=0.5)
+        tune.report({"score": 2.0, "epoch": 2})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),  # as a sweep's trials
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="relay", verbose=0),
+    )
+    (result,) = tuner.fit()
+    assert result.error is None
+    assert list(result.metrics_dataframe["score"]) == [1.0, 2.0]
+    assert result.metrics["epoch"] == 2
+
+
 def test_ranking_stored_study_importance_and_plots(tmp_path: Path) -> None:
     recipe = space_of(
         {

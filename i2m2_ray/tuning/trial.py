@@ -118,7 +118,51 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
             "completed": 1,
             **{f"test_{k}": v for k, v in res.test.items()},
         }
+        wait_for_relayed_reports()
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+# Ray 2.60 relays Train's epoch reports to Tune (``TuneReportCallback`` puts them on an
+# inter-actor queue) from the trial actor's main thread, onto the one-slot result queue that
+# ``tune.report`` in this thread fills too. An epoch report still waiting to be relayed when
+# this thread reports makes both threads wait on that slot for ever: the trial stays RUNNING
+# with no workers and the sweep never ends (seen in the test suite's AV-MNIST sweep on 2
+# cores). The final report therefore waits, within a bound, until both queues have stayed
+# empty for a while.
+RELAY_WAIT_S = 120.0
+RELAY_QUIET_S = 1.0
+
+
+def wait_for_relayed_reports(timeout_s: float = RELAY_WAIT_S, quiet_s: float = RELAY_QUIET_S) -> None:
+    """Return once every epoch report of the trial's fit has been relayed to Tune and taken
+    (the relay queue and the result queue both empty for ``quiet_s``); raise ``TimeoutError``
+    after ``timeout_s`` rather than report into a deadlock."""
+    import time
+
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    relay = getattr(session, "_inter_actor_queue", None)  # None: no Train report was ever relayed
+    results = getattr(session, "result_queue", None)
+    if relay is None or results is None:
+        return
+    start = time.monotonic()
+    quiet_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if relay.empty() and results.empty():
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= quiet_s:
+                return
+        else:
+            quiet_since = None
+        if now - start > timeout_s:
+            raise TimeoutError(
+                f"the trial's epoch reports were not relayed to Ray Tune within {timeout_s:.0f} s "
+                f"(relay queue empty: {relay.empty()}, result queue empty: {results.empty()}); "
+                "the final report is not sent, so that the trial fails instead of hanging"
+            )
+        time.sleep(0.05)
 
 
 def trial_dirname(trial: Any) -> str:
