@@ -450,17 +450,16 @@ def held_rounds(
     the one above, each later one runs the two back to back, in alternating order, so that
     the machine's drift over minutes falls on both arms alike. Ratios per round and their
     median and range."""
-    rounds = [{"plain": first["plain"], "ray_held": first["ray_held"], "order": "plain, held"}]
-    rounds[0]["load"] = first["load_before"]
+    rounds = [
+        {"plain": first["plain"], "ray_held": first["ray_held"], "order": "plain, held", "load": first["load_before"]}
+    ]
     for r in range(1, repeats):
         load = loadavg()
-        if r % 2:  # held first in odd rounds
-            held = ray_fit(cfg, prepared, 1)
-            plain = plain_fit(cfg, prepared, arrays, epochs)
-        else:
-            plain = plain_fit(cfg, prepared, arrays, epochs)
-            held = ray_fit(cfg, prepared, 1)
-        order = "held, plain" if r % 2 else "plain, held"
+        held_first = r % 2 == 1
+        held = ray_fit(cfg, prepared, 1) if held_first else None
+        plain = plain_fit(cfg, prepared, arrays, epochs)
+        held = held or ray_fit(cfg, prepared, 1)
+        order = "held, plain" if held_first else "plain, held"
         rounds.append({"plain": plain, "ray_held": held, "order": order, "load": load})
     for rd in rounds:
         rd["ratio"] = rd["ray_held"]["samples_per_s"] / rd["plain"]["samples_per_s"]

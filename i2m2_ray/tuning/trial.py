@@ -150,12 +150,12 @@ def wait_for_relayed_reports(timeout_s: float = RELAY_WAIT_S, quiet_s: float = R
     quiet_since: float | None = None
     while True:
         now = time.monotonic()
-        if relay.empty() and results.empty():
-            quiet_since = now if quiet_since is None else quiet_since
-            if now - quiet_since >= quiet_s:
-                return
-        else:
+        if not (relay.empty() and results.empty()):
             quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            return
         if now - start > timeout_s:
             raise TimeoutError(
                 f"the trial's epoch reports were not relayed to Ray Tune within {timeout_s:.0f} s "
