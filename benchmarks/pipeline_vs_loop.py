@@ -5,6 +5,7 @@ item 1).
     python benchmarks/pipeline_vs_loop.py --data-dir D --arms plain      # one arm (the JSON keeps the other)
     python benchmarks/pipeline_vs_loop.py --data-dir D --epochs 2 --max-samples 120   # a quick look
     python benchmarks/pipeline_vs_loop.py --data-dir D --arms platform platform-fast plain
+    python benchmarks/pipeline_vs_loop.py --data-dir D --arms platform plain-matched plain-matched platform
 
 Two arms on the same files, cores, recipe (``configs/avmnist.yaml``: its models, optimisers,
 epochs, batch size, early stopping on validation accuracy) and seed:
@@ -21,6 +22,16 @@ epochs, batch size, early stopping on validation accuracy) and seed:
   another, each file read into memory once through the project's reader, a random
   permutation per epoch, torch's default threads (every core), validation after every epoch,
   the best weights kept, intra and I2M2 started from the components' best weights.
+- **plain-matched**: the plain loop run for exactly the epochs per model of the platform's
+  latest run (in this command or in the results file), without early stopping (the best
+  weights on validation are still kept). The two loops draw different shuffles, so early
+  stopping ends them at different epochs; this arm compares the same work. The default
+  platform arm (``run.deterministic: true``) runs the same epochs every time.
+
+An arm may be named more than once (``platform plain-matched plain-matched platform``, the
+order that cancels a drift of the machine's speed during the run): every run is kept in the
+JSON's ``runs``, and the ratio printed at the end is a platform arm's mean wall time over a
+plain arm's.
 
 Both print per-model test accuracy (the runs are not the same random numbers: the figures
 agree in level, not to the digit) and the JSON holds the wall times, the load average before
@@ -62,6 +73,7 @@ def settings(args: argparse.Namespace) -> list[str]:
 
 # the platform's arms: name -> overrides of its own
 PLATFORM_ARMS = {"platform": [], "platform-fast": ["run.deterministic=false"]}
+PLAIN_ARMS = ("plain", "plain-matched")
 
 
 def run_platform(args: argparse.Namespace, out: Path, arm: str = "platform") -> dict[str, Any]:
@@ -78,14 +90,16 @@ def run_platform(args: argparse.Namespace, out: Path, arm: str = "platform") -> 
     if done.returncode != 0:
         raise SystemExit(f"{arm} arm failed (exit {done.returncode}); log: {out / f'{arm}.log'}")
     summary = json.loads((folder / "summary.json").read_text())
+    results = folder / "results"
+    fitted = {m: json.loads((results / f"{m}.json").read_text()) for m in MODELS if (results / f"{m}.json").is_file()}
     return {
         "command": cmd,
         "wall_s": wall,
         "load_before": before,
         "load_after": loadavg(),
         "test_accuracy": {m: summary[m]["accuracy"] for m in MODELS if m in summary},
-        "epochs_run": {m: summary[m].get("epochs_run") for m in MODELS if m in summary},
-        "model_wall_s": {m: summary[m].get("wall_seconds") for m in MODELS if m in summary},
+        "epochs_run": {m: fitted[m]["epochs_run"] for m in MODELS if m in fitted},
+        "model_wall_s": {m: fitted[m]["wall_seconds"] for m in MODELS if m in fitted},
     }
 
 
@@ -101,9 +115,12 @@ def load_split(reader: Any, rows: Any, digits: Any) -> dict[str, Any]:
     return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
-def plain_fit(lc: Any, t: Any, data: dict[str, dict[str, Any]], seed: int) -> tuple[Any, dict[str, Any]]:
+def plain_fit(
+    lc: Any, t: Any, data: dict[str, dict[str, Any]], seed: int, epochs_fixed: int | None = None
+) -> tuple[Any, dict[str, Any]]:
     """One model: epochs of a random permutation, validation after each, the best weights
-    (strict gain on ``t.monitor``), stopping after ``t.patience`` epochs without one."""
+    (strict gain on ``t.monitor``), stopping after ``t.patience`` epochs without one; with
+    ``epochs_fixed``, exactly that many epochs and no early stopping."""
     import torch
 
     from i2m2_ray.training.loop import (
@@ -134,14 +151,14 @@ def plain_fit(lc: Any, t: Any, data: dict[str, dict[str, Any]], seed: int) -> tu
         return ({k: v[i] for k, v in rows.items()} for i in idx.split(t.batch_size))
 
     best, best_epoch, best_state, epochs = None, -1, None, 0
-    for epoch in range(t.epochs):
+    for epoch in range(t.epochs if epochs_fixed is None else epochs_fixed):
         train_epoch(model, batches("train", torch.randperm(n, generator=g)), lc.spec, optimizer, params, weights, step,
                     scheduler)  # fmt: skip
         value = compute_metrics(*predict(model, batches("val"), lc.spec))[t.monitor]
         epochs = epoch + 1
         if is_better(value, best, t.monitor_mode):
             best, best_epoch, best_state = value, epochs, copy.deepcopy(model.state_dict())
-        if best_epoch > 0 and epochs - best_epoch >= t.patience:
+        if epochs_fixed is None and best_epoch > 0 and epochs - best_epoch >= t.patience:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -149,8 +166,9 @@ def plain_fit(lc: Any, t: Any, data: dict[str, dict[str, Any]], seed: int) -> tu
     return model, {"accuracy": test["accuracy"], "epochs_run": epochs, "best_epoch": best_epoch}
 
 
-def run_plain(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """The five models one after another in this process (no Ray)."""
+def run_plain(args: argparse.Namespace, out: Path, match: dict[str, int] | None = None) -> dict[str, Any]:
+    """The five models one after another in this process (no Ray); ``match``: the epochs to
+    run per model (no early stopping)."""
     import numpy as np
     import torch
 
@@ -209,7 +227,8 @@ def run_plain(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 product_weights=dict(cfg.product.weights) if product else {},
                 train_size=len(rows["train"]),
             )
-            model, res = plain_fit(lc, cfg.training(name), data, cfg.run.seed)
+            fixed = None if match is None else int(match[name])
+            model, res = plain_fit(lc, cfg.training(name), data, cfg.run.seed, fixed)
             saved[name] = str(Path(tmp) / f"{name}.pt")
             save_checkpoint(saved[name], model.state_dict(), name, cfg.to_dict(), spec, {})
             results[name] = {**res, "wall_s": time.perf_counter() - m0}
@@ -217,6 +236,7 @@ def run_plain(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                   f"{results[name]['wall_s']:.0f} s", flush=True)  # fmt: skip
     return {
         "wall_s": time.perf_counter() - t0,
+        "epochs_matched": match is not None,
         "read_s": read_s,
         "threads": torch.get_num_threads(),
         "load_before": before,
@@ -234,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--arms",
         nargs="+",
-        choices=[*PLATFORM_ARMS, "plain"],
+        choices=[*PLATFORM_ARMS, *PLAIN_ARMS],
         default=["platform", "plain"],
-        help="platform-fast: the platform with run.deterministic=false (fits share idle cores)",
+        help="platform-fast: the platform with run.deterministic=false (fits share idle cores); plain-matched: the "
+        "plain loop for the platform's epochs; an arm named twice runs twice",
     )
     ap.add_argument("--epochs", type=int, default=None, help="train.epochs and product.epochs (default: the recipe's)")
     ap.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default: every row)")
@@ -248,21 +269,50 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "results.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     result.update({"machine": machine(), "command": [sys.executable, *sys.argv], "settings": settings(args)})
+    result.setdefault("runs", [])
     for arm in args.arms:
-        result[arm] = run_platform(args, args.out, arm) if arm in PLATFORM_ARMS else run_plain(args, args.out)
+        if arm in PLATFORM_ARMS:
+            run = run_platform(args, args.out, arm)
+        else:
+            run = run_plain(args, args.out, platform_epochs(result) if arm == "plain-matched" else None)
+        result[arm] = run
+        result["runs"].append({"arm": arm, **run})
         path.write_text(json.dumps(result, indent=1))
-    arms = [a for a in (*PLATFORM_ARMS, "plain") if a in result]
+    print_summary(result)
+    print(f"-> {path}")
+    return 0
+
+
+def platform_epochs(result: dict[str, Any]) -> dict[str, int]:
+    """The epochs per model of the latest platform run on record (what plain-matched runs)."""
+    for run in reversed(result.get("runs", [])):
+        if run["arm"] in PLATFORM_ARMS and all(run["epochs_run"].get(m) for m in MODELS):
+            return {m: int(run["epochs_run"][m]) for m in MODELS}
+    raise SystemExit("plain-matched runs the platform's epochs: run a platform arm first (e.g. --arms platform "
+                     "plain-matched)")  # fmt: skip
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """Per arm: test accuracy of its latest run, each run's wall time and epochs, and each
+    platform arm's mean wall time over each plain arm's."""
+    arms = [a for a in (*PLATFORM_ARMS, *PLAIN_ARMS) if a in result]
     print(f"{'test accuracy':16} " + " ".join(f"{a:>13}" for a in arms))
     for m in MODELS:
         got = [result[a].get("test_accuracy", {}).get(m) for a in arms]
         print(f"{m:16} " + " ".join(f"{v:>13.3f}" if v is not None else f"{'-':>13}" for v in got))
-    walls = {a: result[a]["wall_s"] for a in arms}
-    print("wall s: " + ", ".join(f"{a} {w:.0f}" for a, w in walls.items()))
+    walls: dict[str, list[float]] = {}
+    for run in result.get("runs", []):
+        walls.setdefault(run["arm"], []).append(run["wall_s"])
+        epochs = " / ".join(str(run["epochs_run"].get(m)) for m in MODELS)
+        print(f"{run['arm']:14} wall {run['wall_s']:6.0f} s  epochs {epochs}  load {run['load_before']} -> "
+              f"{run['load_after']}")  # fmt: skip
     for a in PLATFORM_ARMS:
-        if a in walls and "plain" in walls:
-            print(f"{a} / plain wall time: {walls[a] / walls['plain']:.2f} (goal <= 1)")
-    print(f"-> {path}")
-    return 0
+        for b in PLAIN_ARMS:
+            if a in walls and b in walls:
+                ratio = sum(walls[a]) / len(walls[a]) / (sum(walls[b]) / len(walls[b]))
+                print(
+                    f"{a} / {b} wall time: {ratio:.2f} (means of {len(walls[a])} and {len(walls[b])} runs; goal <= 1)"
+                )
 
 
 if __name__ == "__main__":
