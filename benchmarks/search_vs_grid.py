@@ -9,6 +9,7 @@ trial, the training epochs spent in all, and the wall time.
     python benchmarks/search_vs_grid.py                       # 8 trials per arm, 6 epochs each
     python benchmarks/search_vs_grid.py --seeds 0 1 2 --arms grid optuna-asha-g1 optuna-asha-g2
     python benchmarks/search_vs_grid.py --arms optuna-asha-b3 optuna-asha-t16   # brackets; more trials
+    python benchmarks/search_vs_grid.py --arms optuna-median optuna-sh optuna-hb  # Optuna's own pruners
     python benchmarks/search_vs_grid.py --epochs 4 --max-concurrent 2 --output-dir /tmp/bench
 
 Each (seed, arm) is one sweep; ``results.json`` keys them ``s<seed>/<arm>``. Selection is on
@@ -46,9 +47,13 @@ GRID: dict[str, list[Any]] = {
 }
 
 
-# "grid", or "optuna-asha" with optional parts: -g<N> the grace period in epochs (default 1),
-# -b<B> ASHA brackets (asynchronous HyperBand, default 1), -t<T> trials (default: the grid's)
-ARM = re.compile(r"grid|optuna-asha(?:-g(?P<grace>\d+))?(?:-b(?P<brackets>\d+))?(?:-t(?P<trials>\d+))?")
+# "grid", or "optuna-<stopper>" with optional parts: -g<N> the grace period in epochs
+# (default 1), -b<B> ASHA brackets (asynchronous HyperBand, default 1), -t<T> trials (default:
+# the grid's). Stoppers: asha (Tune's ASHA), or one of Optuna's own pruners: median
+# (MedianPruner), sh (SuccessiveHalvingPruner, Optuna's ASHA), hb (HyperbandPruner).
+ARM = re.compile(
+    r"grid|optuna-(?P<stopper>asha|median|sh|hb)(?:-g(?P<grace>\d+))?(?:-b(?P<brackets>\d+))?(?:-t(?P<trials>\d+))?"
+)
 
 
 @dataclass(frozen=True)
@@ -57,30 +62,59 @@ class Arm:
     grace: int = 1
     brackets: int = 1
     trials: int | None = None  # None: as many as the grid has points
+    stopper: str = "asha"
 
 
 def parse_arm(name: str) -> Arm:
-    """``optuna-asha-g2-b3-t16`` -> grace period 2, 3 brackets, 16 trials."""
+    """``optuna-asha-g2-b3-t16`` -> ASHA, grace period 2, 3 brackets, 16 trials."""
     m = ARM.fullmatch(name)
     if m is None:
-        raise argparse.ArgumentTypeError(f"arm {name!r}: expected grid or optuna-asha[-g<N>][-b<B>][-t<T>]")
-    parts = {k: int(v) for k, v in m.groupdict().items() if v is not None}
-    return Arm(name, parts.get("grace", 1), parts.get("brackets", 1), parts.get("trials"))
+        raise argparse.ArgumentTypeError(
+            f"arm {name!r}: expected grid or optuna-<asha|median|sh|hb>[-g<N>][-b<B>][-t<T>]"
+        )
+    parts = {k: int(v) for k, v in m.groupdict().items() if v is not None and k != "stopper"}
+    stopper = m.group("stopper") or "asha"
+    if stopper not in ("asha", "hb") and "brackets" in parts:
+        raise argparse.ArgumentTypeError(f"arm {name!r}: -b<B> (brackets) is for asha and hb only")
+    return Arm(name, parts.get("grace", 1), parts.get("brackets", 1), parts.get("trials"), stopper)
+
+
+def stopping(arm: Arm, epochs: int, startup: int) -> dict[str, Any]:
+    """The search file's entry that stops trials: ``asha``, or ``optuna_pruner`` with the
+    arm's grace period as the pruner's first epoch that may prune (``startup``: the
+    completed trials the median waits for, as many as TPE samples at random)."""
+    if arm.stopper == "asha":
+        return {"asha": {"grace_period": arm.grace, "reduction_factor": 2, "brackets": arm.brackets}}
+    pruner: dict[str, Any] = {
+        "median": {"name": "median", "n_startup_trials": startup, "n_warmup_steps": arm.grace},
+        "sh": {"name": "successive_halving", "min_resource": arm.grace, "reduction_factor": 2},
+        "hb": {"name": "hyperband", "min_resource": arm.grace, "max_resource": epochs, "reduction_factor": 2},
+    }[arm.stopper]
+    return {"optuna_pruner": pruner}
 
 
 def write_space(out: Path, epochs: int, seed: int, arm: Arm) -> Path:
     """The search file of one arm and seed (an I2M2 product from scratch over SPACE)."""
-    path = out / f"space_s{seed}_g{arm.grace}_b{arm.brackets}.yaml"
+    stopper = "" if arm.stopper == "asha" else f"_{arm.stopper}"
+    path = out / f"space_s{seed}_g{arm.grace}_b{arm.brackets}{stopper}.yaml"
     overrides = [f"product.epochs={epochs}", "product.init=scratch", f"run.seed={seed}"]
+    startup = max(2, min(10, (arm.trials or grid_size()) // 4))  # TPE's random trials (tuning.sweep)
     body = {
         "experiment": "fastmri",
         "base_config": str(REPO / "configs" / "fastmri_demo.yaml"),
         "overrides": overrides,
-        "asha": {"grace_period": arm.grace, "reduction_factor": 2, "brackets": arm.brackets},
+        **stopping(arm, epochs, startup),
         "params": SPACE,
     }
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+def grid_size() -> int:
+    size = 1
+    for values in GRID.values():
+        size *= len(values)
+    return size
 
 
 def trial_sequence(out: Path, sweep: str) -> list[tuple[int, float]]:
@@ -148,9 +182,7 @@ def run_arms(args: argparse.Namespace, out: Path, report: dict[str, dict[str, An
     from i2m2_ray.data import get_dataset
 
     results_file = out / "results.json"
-    trials = 1
-    for values in GRID.values():
-        trials *= len(values)
+    trials = grid_size()
     import ray
 
     from i2m2_ray.cli.session import init_ray
@@ -168,7 +200,7 @@ def run_arms(args: argparse.Namespace, out: Path, report: dict[str, dict[str, An
                 if prepared is None:  # the same sample for every seed (data.sample.seed is fixed)
                     prepared = get_dataset("fastmri").load(base, out)
                     print(f"data: {prepared.sizes} samples", flush=True)
-                strategy = "grid" if arm.name == "grid" else "optuna-asha"
+                strategy = "grid" if arm.name == "grid" else "optuna-asha"  # asha: also an Optuna pruner
                 name = f"bench-s{seed}-{arm.name}-{time.strftime('%Y%m%d-%H%M%S')}"
                 opts = tuning.SweepOptions(
                     experiment="fastmri",
@@ -216,8 +248,9 @@ def main() -> None:
         nargs="+",
         default=["optuna-asha-g1", "grid"],
         type=lambda a: parse_arm(a).name,
-        help="arms to run: grid, or optuna-asha[-g<N>][-b<B>][-t<T>] (ASHA with a grace period "
-        "of N epochs, default 1; B brackets, default 1; T trials, default the grid's 8)",
+        help="arms to run: grid, or optuna-<asha|median|sh|hb>[-g<N>][-b<B>][-t<T>] (ASHA, or Optuna's "
+        "MedianPruner, SuccessiveHalvingPruner or HyperbandPruner, from epoch N, default 1; B brackets, "
+        "default 1; T trials, default the grid's 8)",
     )
     p.add_argument("--table-only", action="store_true", help="run nothing: the tables of --output-dir")
     args = p.parse_args()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from i2m2_ray.config import ConfigError, load_config, parse_override
@@ -279,6 +280,137 @@ def test_asha_brackets_are_hyperband_grace_periods_drawn_with_the_run_seed(tmp_p
     assert draws() == first
     with pytest.raises(ConfigError, match="asha.grace_period and asha.brackets must be >= 1"):
         parse_search_file({**body, "asha": {"brackets": 0}}, tmp_path / "s.yaml")
+
+
+PRUNED_SPACE = {
+    "optuna_pruner": {"name": "median", "n_startup_trials": 1},
+    "params": {"product.lr": {"low": 1e-4, "high": 1e-2}},
+}
+
+
+def test_optuna_pruner_stops_what_it_prunes_never_at_the_last_epoch(tmp_path: Path) -> None:
+    """``optuna_pruner: {name: median}``: the scheduler stops a trial whose validation value
+    at an epoch is below the median of the completed trials' at that epoch, and Optuna is
+    told it was pruned (with its values so far); a trial at its last epoch always goes on;
+    the searcher keeps pruner and verdicts through a save and restore."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from i2m2_ray.tuning import SweepOptions
+    from i2m2_ray.tuning.sweep import _search_alg, check_schedule
+    from i2m2_ray.tuning.tune_pruning import OptunaPruning
+
+    search = parse_search_file(PRUNED_SPACE, tmp_path / "s.yaml")
+    assert search.pruner is not None and search.pruner.name == "median"
+    base = load_config(REPO / "configs" / "fastmri_demo.yaml", ["product.epochs=3"])
+    opts = SweepOptions("fastmri", search, base, tmp_path, trials=4, max_concurrent=1)
+    check_schedule(opts)  # ASHA's grace-period check does not apply
+
+    def searcher() -> Any:
+        return _search_alg(opts, search.space, "val_auroc_mean", "max")
+
+    first = searcher()
+    scheduler = OptunaPruning(first, "val_auroc_mean", last_epoch=3)
+
+    def run(trial_id: str, values: list[float]) -> list[str]:
+        """Epoch reports until the scheduler stops the trial; its decisions."""
+        first.suggest(trial_id)
+        trial, decisions = Trial("__fake", trial_id=trial_id, stub=True), []
+        for epoch, value in enumerate(values, start=1):
+            result = {"val_auroc_mean": value, "epoch": epoch}
+            decisions.append(scheduler.on_trial_result(None, trial, result))
+            if decisions[-1] == TrialScheduler.STOP:
+                first.on_trial_complete(trial_id, result)
+                return decisions
+            first.on_trial_result(trial_id, result)
+        final = {"val_auroc_mean": max(values), "epoch": len(values), "completed": 1}
+        assert scheduler.on_trial_result(None, trial, final) == TrialScheduler.CONTINUE
+        first.on_trial_complete(trial_id, final)
+        return decisions
+
+    go, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    assert run("t0", [0.80, 0.85, 0.90]) == [go, go, go]  # the startup trial
+    assert run("t1", [0.60]) == [stop]  # below t0's 0.80 at epoch 1
+    assert run("t2", [0.82, 0.83]) == [go, stop]  # its best so far, 0.83, below t0's 0.85 at epoch 2
+    assert run("t3", [0.90, 0.95, 0.10]) == [go, go, go]  # the last epoch: never stopped
+    study = first._ot_study
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED, TrialState.COMPLETE]
+    assert study.trials[2].intermediate_values == {1: 0.82, 2: 0.83}
+    assert study.trials[3].value == pytest.approx(0.95)
+
+    first.save(str(tmp_path / "searcher.pkl"))  # what a sweep checkpoint holds
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert isinstance(restored._ot_study.pruner, optuna.pruners.MedianPruner)
+    assert restored._pruned == {"t1", "t2"}
+    assert "1 trial(s)" not in scheduler.debug_string() and "2 trial(s) pruned" in scheduler.debug_string()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "patience"}, "optuna_pruner.name 'patience' is not one of"),
+        ({"n_startup_trials": 2}, "must be a mapping with a 'name'"),
+        ({"name": "median", "min_resource": 1}, "takes \\['n_startup_trials'"),
+        ({"name": "median", "n_startup_trials": "two"}, "optuna_pruner.n_startup_trials must be a number"),
+        ({"name": "percentile", "percentile": 150}, "optuna_pruner 'percentile'"),
+    ],
+)
+def test_bad_pruner_entries_are_rejected_naming_the_key(entry: dict[str, Any], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_search_file({**PRUNED_SPACE, "optuna_pruner": entry}, tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match="either 'asha' or 'optuna_pruner'"):
+        parse_search_file({**PRUNED_SPACE, "asha": {"grace_period": 1}}, tmp_path / "s.yaml")
+
+
+@pytest.mark.timeout(300)
+def test_optuna_pruner_stops_tune_trials_on_a_real_ray(ray_local: None, tmp_path: Path) -> None:
+    """A Tune run with the pruning searcher and scheduler, trials one at a time, each
+    reporting its sampled value at every epoch: exactly the trials below the median of the
+    trials completed before them stop after their first epoch; the others run all 4 epochs
+    and report once more, as a sweep's trials do."""
+    import optuna
+    from ray import tune
+
+    from i2m2_ray.tuning.tune_pruning import OptunaPruning, PruningOptunaSearch
+
+    def trainable(config: dict[str, Any]) -> None:
+        for epoch in range(1, 5):
+            tune.report({"score": config["x"], "epoch": epoch})
+        tune.report({"score": config["x"], "epoch": 4, "completed": 1})
+
+    searcher = PruningOptunaSearch(
+        optuna.pruners.MedianPruner(n_startup_trials=2),
+        space={"x": tune.uniform(0.0, 1.0)},
+        metric="score",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=3),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=OptunaPruning(searcher, "score", last_epoch=4),
+            num_samples=8,
+            max_concurrent_trials=1,
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="pruned", verbose=0),
+    )
+    results = sorted(tuner.fit(), key=lambda r: r.metrics["trial_id"])
+    completed: list[float] = []
+    stopped = 0
+    for result in sorted(results, key=lambda r: r.metrics["timestamp"]):
+        x, reports = result.config["x"], len(result.metrics_dataframe)
+        if len(completed) >= 2 and x < float(np.median(completed)):
+            assert reports == 1, (x, completed)
+            stopped += 1
+        else:
+            assert reports == 5, (x, completed)
+            completed.append(x)
+    assert stopped >= 1 and len(results) == 8
 
 
 def test_optuna_search_uses_the_space_and_survives_a_save_and_restore(tmp_path: Path) -> None:
@@ -613,7 +745,7 @@ OTHER_SPACE = """
 experiment: {experiment}
 base_config: {base}
 overrides: {overrides}
-asha: {{grace_period: 1, reduction_factor: 2}}
+{stopper}
 params:
   product.init: {{choices: [components, scratch]}}
   product.experts: {{choices: [all, modalities]}}
@@ -623,6 +755,12 @@ params:
 """
 
 
+STOPPERS = {
+    "avmnist": "asha: {grace_period: 1, reduction_factor: 2}",
+    "mimic": "optuna_pruner: {name: median, n_startup_trials: 1}",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["avmnist", "mimic"])
 def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> None:
@@ -630,14 +768,18 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
     recorded: a parent run with one child per trial, each holding the dataset's objective (and
     one per component the trials start from). AV-MNIST's is submitted with ``ray job submit``
     to a running cluster (a head started here, token authentication on): the sweep joins it
-    and leaves its report and MLflow runs in the output folder. MIMIC's runs on a local Ray."""
+    and leaves its report and MLflow runs in the output folder. MIMIC's runs on a local Ray,
+    its trials stopped by Optuna's median pruner instead of ASHA."""
     from i2m2_ray.cli.common import smoke_overrides
 
     smoke = [*smoke_overrides(experiment), "product.epochs=2"]  # ASHA's grace period (1) must be below it
     space = tmp_path / "space.yaml"
     space.write_text(
         OTHER_SPACE.format(
-            experiment=experiment, base=REPO / "configs" / f"{experiment}_demo.yaml", overrides=json.dumps(smoke)
+            experiment=experiment,
+            base=REPO / "configs" / f"{experiment}_demo.yaml",
+            overrides=json.dumps(smoke),
+            stopper=STOPPERS[experiment],
         )
     )
     out = tmp_path / "out"
@@ -659,6 +801,8 @@ def test_sweep_runs_on_the_other_benchmarks(experiment: str, tmp_path: Path) -> 
         assert (out / "search" / f"search-{experiment}" / "report" / "ranking.txt").is_file()
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Best trial" in proc.stdout and "Trials, best first" in proc.stdout
+    saved = json.loads((out / "search" / f"search-{experiment}" / "sweep.json").read_text())
+    assert ("optuna_pruner" in saved["search"]) == (experiment == "mimic"), saved["search"]
 
     from mlflow.tracking import MlflowClient
 

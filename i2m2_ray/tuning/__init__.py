@@ -1,7 +1,11 @@
-"""Hyper-parameter search: Optuna (TPE) proposes, ASHA stops, Ray Train trains every trial.
+"""Hyper-parameter search: Optuna (TPE) proposes, ASHA (or an Optuna pruner) stops, Ray Train
+trains every trial.
 
 - :mod:`~i2m2_ray.tuning.space`: the search YAML, its parameters and their mapping onto
   validated configs (pure Python);
+- :mod:`~i2m2_ray.tuning.pruning`: Optuna's pruners as a search file names them (pure
+  Python); :mod:`~i2m2_ray.tuning.tune_pruning`: the searcher and scheduler that prune with
+  them (imports Ray Tune);
 - :mod:`~i2m2_ray.tuning.trial`: what one Tune trial runs (a Ray Train fit of the product);
 - :mod:`~i2m2_ray.tuning.callback`: the MLflow record, a child run per trial (imports Ray Tune);
 - :mod:`~i2m2_ray.tuning.report`: ranking, Optuna study, importances, the summary artifacts;

@@ -6,6 +6,8 @@ A sweep is described by a YAML file (``configs/search/<experiment>_demo.yaml`` .
     base_config: ../fastmri_demo.yaml     # the config every trial starts from
     overrides: [product.epochs=6]         # fixed for every trial
     asha: {grace_period: 1, reduction_factor: 2}   # brackets: N for N grace periods (HyperBand)
+    # or, in place of asha, one of Optuna's pruners (i2m2_ray.tuning.pruning):
+    # optuna_pruner: {name: median, n_startup_trials: 2}
     params:                               # searched, in this order (conditions look back)
       product.init: {choices: [components, scratch]}
       product.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
@@ -36,6 +38,7 @@ import yaml
 
 from i2m2_ray.config import ConfigError, ExperimentConfig, load_config
 from i2m2_ray.spec import INTER, TaskSpec
+from i2m2_ray.tuning.pruning import PrunerSettings, pruner_settings
 
 if TYPE_CHECKING:
     import optuna
@@ -45,7 +48,7 @@ FREEZE_KEY = "product.freeze"
 WEIGHTS_KEY = "product.weights"
 _SPECIAL = (EXPERTS_KEY, FREEZE_KEY, WEIGHTS_KEY)
 _ENTRY_KEYS = {"choices", "low", "high", "log", "step", "int", "when"}
-_FILE_KEYS = {"experiment", "description", "base_config", "overrides", "asha", "params"}
+_FILE_KEYS = {"experiment", "description", "base_config", "overrides", "asha", "optuna_pruner", "params"}
 # the symbolic expert sets a ``product.experts`` choice may name
 _EXPERT_SETS = ("all", "modalities")
 SEARCH_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "search"
@@ -451,6 +454,7 @@ class SearchFile:
     asha: AshaSettings
     experiment: str | None
     raw: dict[str, Any]
+    pruner: PrunerSettings | None = None  # Optuna's pruner stops trials, not ASHA
 
 
 def parse_search_file(data: Mapping[str, Any], path: Path) -> SearchFile:
@@ -479,8 +483,13 @@ def parse_search_file(data: Mapping[str, Any], path: Path) -> SearchFile:
     )
     if asha.grace_period < 1 or asha.reduction_factor <= 1 or asha.brackets < 1:
         raise ConfigError(f"{path}: asha.grace_period and asha.brackets must be >= 1 and asha.reduction_factor > 1")
+    pruner = None
+    if data.get("optuna_pruner") is not None:
+        if data.get("asha") is not None:
+            raise ConfigError(f"{path}: give either 'asha' or 'optuna_pruner' (both stop trials), not both")
+        pruner = pruner_settings(data["optuna_pruner"], str(path))
     experiment = data.get("experiment")
-    return SearchFile(path, space, base_path, list(overrides), asha, experiment, dict(data))
+    return SearchFile(path, space, base_path, list(overrides), asha, experiment, dict(data), pruner)
 
 
 def load_search_file(path: str | Path) -> SearchFile:

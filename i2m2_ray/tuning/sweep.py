@@ -182,6 +182,8 @@ def _kill_stale_components(uri: str, exp_id: str, parent: str) -> None:
 
 
 def _search_alg(opts: SweepOptions, space: SearchSpace, metric: str, mode: str) -> Any:
+    """Optuna's TPE over ``space``; its study prunes with the search file's
+    ``optuna_pruner`` where there is one (:mod:`i2m2_ray.tuning.tune_pruning`)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -189,6 +191,10 @@ def _search_alg(opts: SweepOptions, space: SearchSpace, metric: str, mode: str) 
     # would never get past them, so it starts modelling after a quarter of the trials
     startup = max(2, min(10, opts.trials // 4))
     sampler = optuna.samplers.TPESampler(seed=opts.base.run.seed, n_startup_trials=startup)
+    if opts.search.pruner is not None:
+        from i2m2_ray.tuning.tune_pruning import PruningOptunaSearch
+
+        return PruningOptunaSearch(opts.search.pruner.build(), space=space, metric=metric, mode=mode, sampler=sampler)
     return OptunaSearch(space=space, metric=metric, mode=mode, sampler=sampler)
 
 
@@ -196,7 +202,7 @@ def check_schedule(opts: SweepOptions) -> None:
     """ASHA's settings against the trials' epochs (a :class:`ConfigError`; the command line
     calls it before Ray starts)."""
     epochs, asha = opts.base.product.epochs, opts.search.asha
-    if asha.grace_period >= epochs:
+    if opts.search.pruner is None and asha.grace_period >= epochs:
         raise ConfigError(
             f"asha.grace_period ({asha.grace_period}) must be below product.epochs ({epochs}), "
             "or ASHA can never stop a trial"
@@ -288,10 +294,16 @@ def _tuner(
     else:
         from i2m2_ray.tuning.callback import SchedulerState
 
-        scheduler = _scheduler(opts)
+        searcher = _search_alg(opts, space, metric, mode)
+        if opts.search.pruner is not None:
+            from i2m2_ray.tuning.tune_pruning import OptunaPruning
+
+            scheduler = OptunaPruning(searcher, metric, opts.base.product.epochs)
+        else:
+            scheduler = _scheduler(opts)
         callbacks.append(SchedulerState(scheduler))  # ASHA's rungs survive --resume
         tune_config = tune.TuneConfig(
-            search_alg=_search_alg(opts, space, metric, mode),
+            search_alg=searcher,
             scheduler=scheduler,
             num_samples=opts.trials,
             **common,
