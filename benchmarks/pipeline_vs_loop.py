@@ -76,19 +76,118 @@ PLATFORM_ARMS = {"platform": [], "platform-fast": ["run.deterministic=false"]}
 PLAIN_ARMS = ("plain", "plain-matched")
 
 
+# what a process of the platform's run is, from its title (Ray names its workers ray::<what
+# they run>); first match wins, the command's own process is "driver"
+CPU_KINDS = [
+    ("training workers", ("RayTrainWorker",)),
+    ("Train controllers", ("TrainController", "TrainStateActor", "Synchronization")),
+    (
+        "Ray services",
+        (
+            "gcs_server",
+            "raylet",
+            "dashboard",
+            "log_monitor",
+            "monitor.py",
+            "Agent",
+            "Autoscaling",
+            "PlacementGroupCleaner",
+        ),
+    ),  # fmt: skip
+    ("Ray Data", ("Read", "Map", "Split", "Stats", "Output", "Dataset")),  # DatasetManager too
+    ("idle Ray workers", ("ray::IDLE",)),
+]
+
+
+def cpu_kind(title: str) -> str:
+    return next((kind for kind, marks in CPU_KINDS if any(m in title for m in marks)), "other")
+
+
+class ProcessCpu:
+    """CPU seconds (user + system) of a process and all its descendants, sampled every
+    ``every`` s from /proc and summed by kind (:data:`CPU_KINDS`), each interval's CPU going
+    to the title the process had then (a Ray worker's title follows what it runs). A process
+    that ends loses at most its last interval. Linux only."""
+
+    def __init__(self, root: int, every: float = 1.0) -> None:
+        import threading
+
+        self.root, self.every = root, every
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.last: dict[int, float] = {}
+        self.by_kind: dict[str, float] = {}
+        self.by_title: dict[str, float] = {}  # the first 60 characters of the title
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self) -> dict[int, tuple[int, float, str]]:
+        """pid -> (parent, CPU s, title) of every process now."""
+        procs = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            procs[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self.tick, title)
+        return procs
+
+    def sample(self) -> None:
+        procs = self._tree()
+        mine, todo = set(), [self.root]
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, _) in procs.items():
+            children.setdefault(parent, []).append(pid)
+        while todo:
+            pid = todo.pop()
+            if pid in procs and pid not in mine:
+                mine.add(pid)
+                todo.extend(children.get(pid, []))
+        for pid in mine:
+            _, cpu, title = procs[pid]
+            kind, spent = "driver" if pid == self.root else cpu_kind(title), cpu - self.last.get(pid, 0.0)
+            self.by_kind[kind] = self.by_kind.get(kind, 0.0) + spent
+            self.by_title[title[:60]] = self.by_title.get(title[:60], 0.0) + spent
+            self.last[pid] = cpu
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            self.sample()
+
+    def __enter__(self) -> ProcessCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    @staticmethod
+    def summary(spent: dict[str, float], top: int = 20) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:top]}
+
+
 def run_platform(args: argparse.Namespace, out: Path, arm: str = "platform") -> dict[str, Any]:
-    """The pipeline as a user runs it; wall time of the whole command."""
+    """The pipeline as a user runs it; wall time of the whole command, and the CPU seconds
+    of its processes by kind."""
     folder = out / arm
     sets = [*settings(args), *PLATFORM_EXTRAS_OFF, *PLATFORM_ARMS[arm]]
     cmd = [sys.executable, "experiments/avmnist.py", "--data-dir", str(args.data_dir), "--output-dir", str(folder)]
     cmd += ["--overwrite", *[a for s in sets for a in ("--set", s)]]
     print(f"{arm}:", " ".join(cmd), flush=True)
     before, t0 = loadavg(), time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = out / f"{arm}.log"
+    with open(log, "w") as sink:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        with ProcessCpu(child.pid) as cpu:
+            child.wait()
     wall = time.perf_counter() - t0
-    (out / f"{arm}.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"{arm} arm failed (exit {done.returncode}); log: {out / f'{arm}.log'}")
+    if child.returncode != 0:
+        raise SystemExit(f"{arm} arm failed (exit {child.returncode}); log: {log}")
     summary = json.loads((folder / "summary.json").read_text())
     results = folder / "results"
     fitted = {m: json.loads((results / f"{m}.json").read_text()) for m in MODELS if (results / f"{m}.json").is_file()}
@@ -100,7 +199,17 @@ def run_platform(args: argparse.Namespace, out: Path, arm: str = "platform") -> 
         "test_accuracy": {m: summary[m]["accuracy"] for m in MODELS if m in summary},
         "epochs_run": {m: fitted[m]["epochs_run"] for m in MODELS if m in fitted},
         "model_wall_s": {m: fitted[m]["wall_seconds"] for m in MODELS if m in fitted},
+        "cpu_s_by_kind": cpu.summary(cpu.by_kind),
+        "cpu_s_by_title": cpu.summary(cpu.by_title),
     }
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load_split(reader: Any, rows: Any, digits: Any) -> dict[str, Any]:
@@ -191,7 +300,7 @@ def run_plain(args: argparse.Namespace, out: Path, match: dict[str, int] | None 
 
     cfg = load_config(REPO / "configs" / "avmnist.yaml", settings(args))
     opts = options(cfg)
-    before, t0 = loadavg(), time.perf_counter()
+    before, t0, cpu0 = loadavg(), time.perf_counter(), process_cpu_s()
     torch.set_num_threads(os.cpu_count() or 1)  # one process, torch's default: every core
     train_paths, train_digits = read_split(args.data_dir, "train")
     test_paths, test_digits = read_split(args.data_dir, "test")
@@ -236,6 +345,7 @@ def run_plain(args: argparse.Namespace, out: Path, match: dict[str, int] | None 
                   f"{results[name]['wall_s']:.0f} s", flush=True)  # fmt: skip
     return {
         "wall_s": time.perf_counter() - t0,
+        "cpu_s": round(process_cpu_s() - cpu0, 1),
         "epochs_matched": match is not None,
         "read_s": read_s,
         "threads": torch.get_num_threads(),
@@ -306,6 +416,10 @@ def print_summary(result: dict[str, Any]) -> None:
         epochs = " / ".join(str(run["epochs_run"].get(m)) for m in MODELS)
         print(f"{run['arm']:14} wall {run['wall_s']:6.0f} s  epochs {epochs}  load {run['load_before']} -> "
               f"{run['load_after']}")  # fmt: skip
+        if "cpu_s_by_kind" in run:
+            print(f"{'':14} CPU s: " + ", ".join(f"{k} {v:.0f}" for k, v in run["cpu_s_by_kind"].items()))
+        elif "cpu_s" in run:
+            print(f"{'':14} CPU s: {run['cpu_s']:.0f}")
     for a in PLATFORM_ARMS:
         for b in PLAIN_ARMS:
             if a in walls and b in walls:
